@@ -1,0 +1,133 @@
+"""K-means on DC embeddings (torch, on the embeddings' device) and naming clusters as sources (§3.3)."""
+import math
+
+import torch
+
+__all__ = ["kmeans", "KMeansResult", "name_clusters_lowfreq", "labels_to_masks"]
+
+
+class KMeansResult(tuple):
+    """``(labels (N,), centers (K, D), inertia float)``."""
+
+    __slots__ = ()
+
+    def __new__(cls, labels, centers, inertia):
+        return super().__new__(cls, (labels, centers, inertia))
+
+    labels = property(lambda self: self[0])
+    centers = property(lambda self: self[1])
+    inertia = property(lambda self: self[2])
+
+
+def _sq_dist(x, x_sq, c):
+    """Squared distances ``(N, K)`` as ``||x||^2 - 2 x.c + ||c||^2`` (one addmm; no cdist)."""
+    c_sq = c.square().sum(1)
+    return torch.addmm(x_sq[:, None] + c_sq[None, :], x, c.t(), alpha=-2.0).clamp_min_(0)
+
+
+def _kmeanspp(x, x_sq, k, gen, weights):
+    """Greedy k-means++ seeding (2 + log k local trials per centre)."""
+    N = x.shape[0]
+    n_trials = 2 + int(math.log(k))
+    probs = weights if weights is not None else torch.ones(N, device=x.device, dtype=x.dtype)
+    first = torch.multinomial(probs, 1, generator=gen)
+    centers = [x[first[0]]]
+    closest = _sq_dist(x, x_sq, x[first]).squeeze(1)
+    for _ in range(1, k):
+        pot = closest * probs
+        if float(pot.sum()) <= 0:  # all points coincide with chosen centres
+            cand = torch.multinomial(probs, n_trials, replacement=True, generator=gen)
+        else:
+            cand = torch.multinomial(pot, n_trials, replacement=True, generator=gen)
+        d = torch.minimum(closest[None, :], _sq_dist(x, x_sq, x[cand]).t())  # (trials, N)
+        best = int((d * probs).sum(1).argmin())
+        closest = d[best]
+        centers.append(x[cand[best]])
+    return torch.stack(centers)
+
+
+def kmeans(x, k, n_init=1, max_iter=300, tol=1e-4, seed=0, weights=None):
+    """Lloyd's k-means with k-means++ initialisation, on ``x``'s device.
+
+    Args:
+        x: ``(N, D)`` points (DC embeddings of T-F bins).
+        k: number of clusters (sources).
+        n_init: independent initialisations; the run with the lowest inertia wins.
+        max_iter: Lloyd iterations per run.
+        tol: stop when the squared centre shift is below ``tol`` times the mean per-dimension
+            variance of ``x`` (the convention of scikit-learn).
+        seed: seed of the k-means++ sampling (a private generator; global RNG untouched).
+        weights: optional ``(N,)`` non-negative point weights (e.g. 0 for silent bins, which then do
+            not move the centres but still receive a label).
+    Returns:
+        :class:`KMeansResult` ``(labels (N,), centers (k, D), inertia)``; inertia is weighted.
+    """
+    if x.ndim != 2:
+        raise ValueError(f"kmeans expects (N, D) points, got shape {tuple(x.shape)}")
+    x = x.float()
+    N = x.shape[0]
+    if N < k:
+        raise ValueError(f"kmeans needs at least k={k} points, got {N}")
+    if weights is not None:
+        weights = weights.to(x).clamp_min(0)
+        if float(weights.sum()) <= 0:
+            weights = None
+    gen = torch.Generator(device=x.device)
+    gen.manual_seed(seed)
+    x_sq = x.square().sum(1)
+    wsum = weights.sum() if weights is not None else None
+    var = (x.var(0, unbiased=False).mean() if weights is None else
+           ((x - (weights[:, None] * x).sum(0) / wsum).square() * weights[:, None]).sum(0).div(wsum).mean())
+    tol_abs = float(var) * tol
+    best = None
+    for _ in range(n_init):
+        centers = _kmeanspp(x, x_sq, k, gen, weights)
+        for _ in range(max_iter):
+            labels = _sq_dist(x, x_sq, centers).argmin(1)
+            new = _update_centers(x, labels, k, weights, centers)
+            shift = float((new - centers).square().sum())
+            centers = new
+            if shift <= tol_abs:
+                break
+        d = _sq_dist(x, x_sq, centers)
+        dmin, labels = d.min(1)
+        inertia = float((dmin * weights).sum() if weights is not None else dmin.sum())
+        if best is None or inertia < best[2]:
+            best = (labels, centers, inertia)
+    return KMeansResult(*best)
+
+
+def _update_centers(x, labels, k, weights, old):
+    w = weights if weights is not None else torch.ones_like(labels, dtype=x.dtype)
+    sums = torch.zeros(k, x.shape[1], device=x.device, dtype=x.dtype).index_add_(0, labels, x * w[:, None])
+    counts = torch.zeros(k, device=x.device, dtype=x.dtype).index_add_(0, labels, w)
+    empty = counts <= 0
+    return torch.where(empty[:, None], old, sums / counts.clamp_min(1e-12)[:, None])
+
+
+def labels_to_masks(labels, k, shape):
+    """Cluster labels ``(T*F,)`` -> binary masks ``(T, F, k)`` (``shape`` = ``(T, F)``)."""
+    return torch.nn.functional.one_hot(labels, k).reshape(*shape, k).float()
+
+
+def name_clusters_lowfreq(masks, mel_freqs, cutoff_hz=200.0, active=None):
+    """Order binary cluster masks as ``[vocals, accompaniment]`` without references (§3.3).
+
+    The paper's rule: the mask holding more than half of the non-zero entries below 200 Hz is the
+    accompaniment. With C = 2 that is the mask with the larger low-frequency occupancy.
+
+    Args:
+        masks: ``(T, F, 2)`` binary masks; mel_freqs: ``(F,)`` band centre frequencies (Hz).
+        active: optional ``(T, F)`` 0/1 non-silent bins; occupancy is counted on those only.
+    Returns:
+        permutation (list of cluster indices): ``[vocal_cluster, accompaniment_cluster]``.
+    """
+    low = torch.as_tensor(mel_freqs, device=masks.device) < cutoff_hz
+    if not bool(low.any()):
+        low[0] = True
+    m = masks[:, low, :]
+    if active is not None:
+        m = m * active[:, low, None]
+    occupancy = m.sum((0, 1))  # (2,)
+    acc = int(occupancy.argmax())
+    return [1 - acc, acc]

@@ -1,0 +1,231 @@
+"""STFT / mel-filterbank frontend, deltas, normalisation and the mel-mask -> waveform path (paper §3.1-3.2).
+
+Framing (decided once, used everywhere): ``torch.stft`` with ``center=True`` and zero padding, so a
+signal of N samples has ``T = 1 + N // hop`` frames (30 s at 16 kHz, hop 128 -> 3751 frames) and
+the inverse STFT is cut back to exactly N samples. Zero (not reflect) padding lets inputs of any
+length, down to a few samples, go through.
+
+Shapes: waveforms ``(B, N)``; spectrograms ``(B, T, K)`` with ``K = n_fft // 2 + 1`` linear bins;
+mel spectrograms, masks and features ``(B, T, F)`` with ``F = n_mels`` (features ``(B, T, 2F)``
+with deltas); per-source tensors add a trailing source axis ``(B, T, F, C)``.
+"""
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["FeatureConfig", "Frontend", "deltas", "ibm", "wiener_like_mask", "CMVN"]
+
+LOG_EPS = 1e-6  # floor of the log-mel features (magnitude units of a [-1, 1] waveform)
+
+
+@dataclass
+class FeatureConfig:
+    """Feature settings; the paper's default is 16k-512-128-mel150 with first-order deltas (§3.1)."""
+
+    sample_rate: int = 16000
+    n_fft: int = 512
+    hop_length: int = 128
+    win_length: int = 0  # 0 means n_fft
+    n_mels: int = 150
+    fmin: float = 0.0
+    fmax: float = 0.0  # 0 means sample_rate / 2
+    use_delta: bool = True
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown feature settings: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self):
+        return asdict(self)
+
+    @property
+    def input_dim(self):
+        return self.n_mels * (2 if self.use_delta else 1)
+
+
+class Frontend(nn.Module):
+    """STFT, mel filterbank, log-mel + deltas, mel-mask transfer and inverse STFT.
+
+    Holds no trainable parameters, only buffers, so ``.to(device)`` moves the whole signal path
+    onto the model's device.
+    """
+
+    def __init__(self, config=None):
+        super().__init__()
+        import librosa
+
+        self.config = config = config or FeatureConfig()
+        win = config.win_length or config.n_fft
+        fmax = config.fmax or config.sample_rate / 2
+        self.register_buffer("window", torch.hann_window(win), persistent=False)
+        kw = dict(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels, fmin=config.fmin, fmax=fmax)
+        # Area-normalised (slaney) filters: each mel bin is a weighted average of magnitudes, so
+        # bins of different widths have comparable scales in the MSA objective.
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # narrow low bands at 150 mels: harmless empty-filter warning
+            fb = librosa.filters.mel(**kw, norm="slaney")
+            tri = librosa.filters.mel(**kw, norm=None)  # unit-height triangles, a partition of unity
+        self.register_buffer("mel_fb", torch.from_numpy(fb.T.astype(np.float32)).contiguous(), persistent=False)
+        self.register_buffer("transfer", torch.from_numpy(_transfer_matrix(tri, config, fmax)), persistent=False)
+
+    @property
+    def n_freq(self):
+        return self.config.n_mels
+
+    def num_frames(self, num_samples):
+        return 1 + num_samples // self.config.hop_length
+
+    def stft(self, wav):
+        """``(B, N)`` waveform -> ``(B, T, K)`` complex STFT (Hann window, centred, zero padded)."""
+        c = self.config
+        spec = torch.stft(wav, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length or c.n_fft,
+                          window=self.window, center=True, pad_mode="constant", return_complex=True)
+        return spec.transpose(-1, -2)  # (B, K, T) -> (B, T, K)
+
+    def istft(self, spec, length):
+        """``(B, T, K)`` complex STFT -> ``(B, length)`` waveform (inverse of :meth:`stft`)."""
+        c = self.config
+        return torch.istft(spec.transpose(-1, -2), n_fft=c.n_fft, hop_length=c.hop_length,
+                           win_length=c.win_length or c.n_fft, window=self.window, center=True, length=length)
+
+    def mel(self, mag):
+        """``(..., T, K)`` linear magnitude -> ``(..., T, F)`` mel magnitude."""
+        return mag @ self.mel_fb
+
+    def features(self, mel_mag):
+        """Network input: ``log(mel + eps)`` with optional first-order deltas, ``(B, T, F[*2])``."""
+        logmel = torch.log(mel_mag + LOG_EPS)
+        if self.config.use_delta:
+            return torch.cat([logmel, deltas(logmel)], dim=-1)
+        return logmel
+
+    def mask_to_linear(self, mask):
+        """Mel-domain mask ``(..., T, F)`` -> linear-frequency mask ``(..., T, K)``.
+
+        Each linear bin takes the triangle-weighted average of the masks of the mel bands covering
+        it (the inverse-mel path of §3.2 applied to the mask, so that an all-ones mel mask becomes an
+        all-ones linear mask and masks stay in [0, 1]).
+        """
+        return mask @ self.transfer
+
+    def analyze(self, wav):
+        """Convenience: ``(B, N)`` -> dict with ``spec`` (B,T,K), ``mel`` (B,T,F) and ``feats``."""
+        spec = self.stft(wav)
+        mel = self.mel(spec.abs())
+        return {"spec": spec, "mel": mel, "feats": self.features(mel)}
+
+    def reconstruct(self, spec, mel_mask, length):
+        """Apply a mel mask ``(B, T, F)`` to the mixture STFT ``(B, T, K)`` (mixture phase); -> ``(B, N)``."""
+        return self.istft(spec * self.mask_to_linear(mel_mask), length)
+
+
+def _transfer_matrix(tri, config, fmax):
+    """``(F, K)`` matrix whose columns sum to one: weights of mel bands for each linear bin.
+
+    Linear bins that no triangle covers (DC, or above fmax) take the nearest band.
+    """
+    import librosa
+
+    w = tri.astype(np.float64)  # (F, K)
+    colsum = w.sum(axis=0)
+    k_freqs = np.linspace(0, config.sample_rate / 2, w.shape[1])
+    centers = librosa.mel_frequencies(config.n_mels + 2, fmin=config.fmin, fmax=fmax)[1:-1]
+    for k in np.nonzero(colsum <= 1e-8)[0]:
+        w[:, k] = 0.0
+        w[np.argmin(np.abs(centers - k_freqs[k])), k] = 1.0
+    w /= w.sum(axis=0, keepdims=True)
+    return w.astype(np.float32)
+
+
+def deltas(x, width=2):
+    """First-order regression deltas along time (HTK/Kaldi formula, edge frames replicated).
+
+    ``d_t = sum_{n=1..W} n (x_{t+n} - x_{t-n}) / (2 sum n^2)``; ``x`` is ``(..., T, F)``. Written in
+    torch (not ``librosa.feature.delta``) so that it runs on the model's device inside batches.
+    """
+    T = x.shape[-2]
+    idx = torch.arange(T, device=x.device)
+    out = torch.zeros_like(x)
+    for n in range(1, width + 1):
+        fwd = x.index_select(-2, (idx + n).clamp(max=T - 1))
+        bwd = x.index_select(-2, (idx - n).clamp(min=0))
+        out = out + n * (fwd - bwd)
+    return out / (2 * sum(n * n for n in range(1, width + 1)))
+
+
+def ibm(src_mag):
+    """Ideal binary mask (the DC target Y): one-hot of the dominant source, ``(..., C) -> (..., C)``."""
+    return torch.nn.functional.one_hot(src_mag.argmax(-1), src_mag.shape[-1]).to(src_mag.dtype)
+
+
+def wiener_like_mask(src_mag, eps=1e-8):
+    """Wiener-like reference mask ``|S_c|^2 / sum_c' |S_c'|^2`` (Erdogan et al. 2015), last axis = sources."""
+    p = src_mag.square()
+    return p / (p.sum(-1, keepdim=True) + eps)
+
+
+class CMVN:
+    """Mean/variance normalisation from training-set statistics, stored as a Kaldi CMVN matrix.
+
+    Kaldi layout ``(2, D+1)``: row 0 = per-dimension sums with the frame count last, row 1 = sums
+    of squares. Read and written with kaldiio.
+    """
+
+    def __init__(self, mean, std):
+        self.mean = torch.as_tensor(mean, dtype=torch.float32)
+        self.std = torch.as_tensor(std, dtype=torch.float32)
+
+    @staticmethod
+    def accumulate(stats, feats):
+        """Add ``(T, D)`` features into a float64 ``(2, D+1)`` stats matrix (created when None)."""
+        feats = np.asarray(feats, dtype=np.float64)
+        if stats is None:
+            stats = np.zeros((2, feats.shape[1] + 1))
+        stats[0, :-1] += feats.sum(0)
+        stats[0, -1] += feats.shape[0]
+        stats[1, :-1] += np.square(feats).sum(0)
+        return stats
+
+    @classmethod
+    def from_stats(cls, stats, floor=1e-5):
+        stats = np.asarray(stats, dtype=np.float64)
+        n = stats[0, -1]
+        if n <= 0:
+            raise ValueError("CMVN statistics with zero frames")
+        mean = stats[0, :-1] / n
+        var = np.maximum(stats[1, :-1] / n - mean**2, floor)
+        return cls(mean, np.sqrt(var))
+
+    @classmethod
+    def load(cls, path):
+        import kaldiio
+
+        return cls.from_stats(kaldiio.load_mat(str(path)))
+
+    @staticmethod
+    def save(path, stats):
+        import kaldiio
+
+        from sepkit.audio import atomic_path
+
+        with atomic_path(path) as tmp:
+            kaldiio.save_mat(tmp, np.asarray(stats, dtype=np.float64))
+
+    def to_dict(self):
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(d["mean"], d["std"])
+
+    def __call__(self, feats):
+        """Normalise ``(..., D)`` features (tensor on any device)."""
+        return (feats - self.mean.to(feats.device)) / self.std.to(feats.device)

@@ -1,0 +1,135 @@
+"""Training objectives of the paper: DC (Eq. 1), MSA (Eq. 2), mMSA (Eq. 3) and Chimera (Eq. 4).
+
+Raw losses return one value per utterance, shape ``(B,)``, summed over T-F bins exactly as the
+equations are written. Normalisations are separate and explicit:
+
+* ``chimera_loss`` computes Eq. (4), ``alpha * L_DC / TF + (1 - alpha) * L_MI``, and divides the
+  whole of it once more by TF (the number of valid T-F bins of each utterance) so that the value
+  is a per-bin average that does not grow with segment length or batch size. Dividing Eq. (4) by
+  a constant keeps the paper's meaning of alpha. Its parts are reported as ``dc = L_DC / TF^2``
+  (the mean squared affinity error over all bin pairs, in [0, 1] for binary targets) and
+  ``mi = L_MI / TF``.
+* With silence weights, TF counts the weighted (active) bins for DC: ``L_DC / (sum w)^2``.
+"""
+import torch
+
+from sepkit.frontend import wiener_like_mask
+
+__all__ = ["dc_loss", "msa_loss", "mmsa_loss", "silence_weights", "chimera_loss"]
+
+
+def dc_loss(embedding, assignment, weights=None):
+    """Deep clustering loss, Eq. (1), per utterance, in low-rank form.
+
+    ``||W^1/2 (V V^T - Y Y^T) W^1/2||_F^2 = ||V'^T V'||^2 - 2 ||V'^T Y'||^2 + ||Y'^T Y'||^2``
+    with ``V' = W^1/2 V`` and ``Y' = W^1/2 Y``; no ``N x N`` matrix is formed (O(N D^2) time,
+    O(N D) memory).
+
+    Args:
+        embedding: V, ``(B, N, D)``, N = T*F bins (time-major).
+        assignment: Y, ``(B, N, C)``, one-hot or soft.
+        weights: optional per-bin weights W, ``(B, N)`` (e.g. silence weights, padding masks).
+    Returns:
+        ``(B,)`` loss per utterance (no normalisation).
+    """
+    V, Y = embedding, assignment.to(embedding.dtype)
+    if weights is not None:
+        sw = weights.to(V.dtype).clamp_min(0).sqrt().unsqueeze(-1)
+        V, Y = V * sw, Y * sw
+    Vt = V.transpose(1, 2)
+    vv = torch.bmm(Vt, V)  # (B, D, D)
+    vy = torch.bmm(Vt, Y)  # (B, D, C)
+    yy = torch.bmm(Y.transpose(1, 2), Y)  # (B, C, C)
+    return vv.square().sum((1, 2)) - 2 * vy.square().sum((1, 2)) + yy.square().sum((1, 2))
+
+
+def msa_loss(mask, mix_mag, src_mag, frame_mask=None):
+    """Magnitude spectrum approximation, Eq. (2): ``sum_c ||R_c - M_c * S||^2`` per utterance.
+
+    Args:
+        mask: M, ``(B, T, F, C)``; mix_mag: S, ``(B, T, F)``; src_mag: R, ``(B, T, F, C)``.
+        frame_mask: optional ``(B, T)`` 1 for valid frames, 0 for padding.
+    Returns: ``(B,)``.
+    """
+    err = (src_mag - mask * mix_mag.unsqueeze(-1)).square()
+    return _sum_valid(err, frame_mask)
+
+
+def mmsa_loss(mask, mix_mag, ref_mask, frame_mask=None):
+    """Masked magnitude spectrum approximation, Eq. (3): ``sum_c ||(O_c - M_c) * S||^2``.
+
+    ``ref_mask`` O is ``(B, T, F, C)``; the paper uses the Wiener-like mask
+    (:func:`sepkit.frontend.wiener_like_mask`). Returns ``(B,)``.
+    """
+    err = ((ref_mask - mask) * mix_mag.unsqueeze(-1)).square()
+    return _sum_valid(err, frame_mask)
+
+
+def _sum_valid(err, frame_mask):
+    if frame_mask is not None:
+        err = err * frame_mask.to(err.dtype)[:, :, None, None]
+    return err.sum((1, 2, 3))
+
+
+def silence_weights(mix_mag, threshold_db=40.0, frame_mask=None):
+    """0/1 weights ``(B, T, F)``: 0 for bins more than ``threshold_db`` below the utterance maximum.
+
+    ``mix_mag`` is a magnitude spectrogram ``(B, T, F)`` (dB = 20 log10). ``threshold_db=None``
+    gives all ones. Padding frames (``frame_mask == 0``) always get 0.
+    """
+    if threshold_db is None:
+        w = torch.ones_like(mix_mag)
+    else:
+        peak = mix_mag.flatten(1).amax(1).clamp_min(1e-20)[:, None, None]
+        w = (mix_mag > peak * 10 ** (-threshold_db / 20)).to(mix_mag.dtype)
+    if frame_mask is not None:
+        w = w * frame_mask.to(w.dtype)[:, :, None]
+    return w
+
+
+def chimera_loss(outputs, mix_mag, src_mag, alpha, mi_loss="msa", silence_db=40.0, lengths=None):
+    """Chimera objective, Eq. (4), per utterance, divided by TF (see the module docstring).
+
+    Args:
+        outputs: the network's dict: ``embedding`` (B, T*F, D) when alpha > 0, ``mask`` (B, T, F, C)
+            when alpha < 1.
+        mix_mag: S, mixture mel magnitude ``(B, T, F)``.
+        src_mag: R, source mel magnitudes ``(B, T, F, C)``; the DC target Y is their IBM.
+        alpha: weight of the DC objective in [0, 1]; 1 = pure DC, 0 = pure MI.
+        mi_loss: ``msa`` (Eq. 2) or ``mmsa`` (Eq. 3 with the Wiener-like reference mask).
+        silence_db: DC silence weighting threshold (None disables it).
+        lengths: ``(B,)`` valid frames per utterance, or None.
+    Returns:
+        dict of ``(B,)`` tensors: ``loss``, ``dc`` (``L_DC / TF^2``) and ``mi`` (``L_MI / TF``);
+        a head that alpha leaves out is not evaluated and reported as zeros.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    B, T, F = mix_mag.shape
+    frame_mask = None
+    if lengths is not None:
+        frame_mask = (torch.arange(T, device=mix_mag.device)[None] < lengths.to(mix_mag.device)[:, None]).to(mix_mag.dtype)
+        n_bins = lengths.to(mix_mag.dtype) * F
+    else:
+        n_bins = torch.full((B,), float(T * F), dtype=mix_mag.dtype, device=mix_mag.device)
+    zero = torch.zeros(B, dtype=mix_mag.dtype, device=mix_mag.device)
+    dc = mi = zero
+    total = zero
+    if alpha > 0:
+        from sepkit.frontend import ibm
+
+        w = silence_weights(mix_mag, silence_db, frame_mask)
+        n_dc = w.flatten(1).sum(1).clamp_min(1.0)
+        raw = dc_loss(outputs["embedding"], ibm(src_mag).reshape(B, T * F, -1), w.reshape(B, T * F))
+        dc = raw / n_dc.square()  # alpha * L_DC / TF of Eq. (4), divided by TF once more
+        total = total + alpha * dc
+    if alpha < 1:
+        if mi_loss == "msa":
+            raw = msa_loss(outputs["mask"], mix_mag, src_mag, frame_mask)
+        elif mi_loss == "mmsa":
+            raw = mmsa_loss(outputs["mask"], mix_mag, wiener_like_mask(src_mag), frame_mask)
+        else:
+            raise ValueError(f"unknown mi_loss {mi_loss!r} (msa or mmsa)")
+        mi = raw / n_bins
+        total = total + (1 - alpha) * mi
+    return {"loss": total, "dc": dc, "mi": mi}
