@@ -1,0 +1,284 @@
+"""Tests of the recipe utilities in utils/: parse_options.sh, run.py, slurm.py, split_scp.py,
+validate_data_dir.sh."""
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sepkit.audio import write_audio
+from sepkit.data.datadir import DataDir
+
+UTILS = Path(__file__).resolve().parents[1] / "utils"
+
+
+def _run(args, cwd, env=None, check_rc=None):
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=60)
+    if check_rc is not None:
+        assert proc.returncode == check_rc, proc.stdout + proc.stderr
+    return proc
+
+
+def test_scripts_are_executable():
+    for name in ["run.py", "slurm.py", "split_scp.py", "validate_data_dir.sh"]:
+        assert os.stat(UTILS / name).st_mode & stat.S_IXUSR, name
+    for name in ["run.py", "slurm.py", "split_scp.py"]:
+        assert (UTILS / name).read_text().startswith("#!/usr/bin/env python3\n")
+
+
+# ------------------------------------------------------------------------------------ parse_options.sh
+
+RECIPE = """#!/usr/bin/env bash
+# Demo recipe for parse_options.sh.
+# Usage: run.sh [options] <data-dir> <exp-dir>
+
+stage=0          # first stage to run
+stop_stage=100
+train_set=train_clean
+use_gpu=false    # train on a GPU
+. {utils}/parse_options.sh
+set -euo pipefail
+echo "stage=$stage stop_stage=$stop_stage train_set=$train_set use_gpu=$use_gpu"
+echo "nargs=$#"
+for a in "$@"; do echo "arg=$a"; done
+"""
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    path = tmp_path / "run.sh"
+    path.write_text(RECIPE.format(utils=UTILS))
+    return path
+
+
+def test_parse_options_hyphen_and_underscore(recipe):
+    out = _run(["bash", str(recipe), "--stop-stage", "3", "--train_set", "my set", "--use-gpu", "true",
+                "data/x", "exp dir"], recipe.parent, check_rc=0).stdout.splitlines()
+    assert out[0] == "stage=0 stop_stage=3 train_set=my set use_gpu=true"
+    assert out[1:] == ["nargs=2", "arg=data/x", "arg=exp dir"]
+
+
+def test_parse_options_equals_form_and_double_dash(recipe):
+    out = _run(["bash", str(recipe), "--stage=2", "--", "--not-an-option"], recipe.parent, check_rc=0).stdout
+    assert "stage=2 " in out and "arg=--not-an-option" in out and "nargs=1" in out
+
+
+def test_parse_options_config_then_command_line(recipe, tmp_path):
+    (tmp_path / "my.conf").write_text("stage=7\ntrain_set=from_conf\n")
+    out = _run(["bash", str(recipe), "--stage", "1", "--config", "my.conf"], tmp_path, check_rc=0).stdout
+    assert "stage=1 stop_stage=100 train_set=from_conf" in out  # the command line wins over --config
+    err = _run(["bash", str(recipe), "--config", "none.conf"], tmp_path, check_rc=1).stderr
+    assert "config file none.conf not found" in err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--no-such-option", "1"], "unknown option --no-such-option"),
+    (["--use-gpu", "yes"], "option --use-gpu is boolean"),
+    (["--stage"], "option --stage needs a value"),
+])
+def test_parse_options_errors(recipe, args, message):
+    proc = _run(["bash", str(recipe)] + args, recipe.parent, check_rc=1)
+    assert message in proc.stderr
+    assert "stage=" not in proc.stdout  # the recipe body never ran
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_parse_options_help(recipe, flag):
+    out = _run(["bash", str(recipe), "--stage", "4", flag], recipe.parent, check_rc=0).stdout
+    assert out.startswith("Demo recipe for parse_options.sh.\nUsage: run.sh [options] <data-dir> <exp-dir>\n")
+    assert re.search(r"--stage 4 +# first stage to run", out)  # current value, not the default
+    assert "--stop-stage 100" in out and "--use-gpu false" in out and "--train-set train_clean" in out
+    assert "nargs=" not in out
+
+
+# ------------------------------------------------------------------------------------ run.py
+
+def test_run_job_substitution_and_log_format(tmp_path):
+    _run([str(UTILS / "run.py"), "JOB=1:3", "exp/log/a.JOB.log", "echo", "job JOB of 3", "|", "tr", "a-z", "A-Z"],
+         tmp_path, check_rc=0)
+    for j in (1, 2, 3):
+        lines = (tmp_path / "exp" / "log" / f"a.{j}.log").read_text().splitlines()
+        assert lines[0] == f'# echo "job {j} of 3" | tr a-z A-Z'
+        assert lines[1].startswith("# Started at ")
+        assert lines[2] == f"JOB {j} OF 3"
+        assert re.fullmatch(r"# Accounting: time=\d+ threads=1", lines[3])
+        assert lines[4].startswith("# Ended (code 0) at ")
+
+
+def test_run_single_quoted_command_and_no_range(tmp_path):
+    _run([str(UTILS / "run.py"), "--num-threads", "2", "exp/log/one.log",
+          "echo 'a b' | tr a-z A-Z > out.txt; echo to-stderr >&2"], tmp_path, check_rc=0)
+    assert (tmp_path / "out.txt").read_text() == "A B\n"
+    log = (tmp_path / "exp" / "log" / "one.log").read_text()
+    assert "to-stderr\n" in log and re.search(r"# Accounting: time=\d+ threads=2", log)
+
+
+def test_run_parallel_and_max_jobs_run(tmp_path):
+    # Each job waits (up to 20 s) until all four have started: only possible when they run together.
+    cmd = "touch started.JOB; for i in $(seq 200); do [ $(ls started.* | wc -l) -ge 4 ] && exit 0; sleep 0.1; done; exit 1"
+    _run([str(UTILS / "run.py"), "JOB=1:4", "log/p.JOB.log", cmd], tmp_path, check_rc=0)
+    # With --max-jobs-run 2 no more than two jobs are ever running at once.
+    cmd = "touch run.JOB; ls run.* | wc -l >> counts.JOB; sleep 0.3; rm run.JOB"
+    _run([str(UTILS / "run.py"), "--max-jobs-run", "2", "JOB=1:5", "log/m.JOB.log", cmd], tmp_path, check_rc=0)
+    counts = [int(x) for j in range(1, 6) for x in (tmp_path / f"counts.{j}").read_text().split()]
+    assert len(counts) == 5 and max(counts) <= 2
+
+
+def test_run_failure_names_failing_log(tmp_path):
+    proc = _run([str(UTILS / "run.py"), "JOB=1:4", "exp/log/f.JOB.log", "echo JOB; [ JOB -ne 3 ] || exit 5"],
+                tmp_path, check_rc=1)
+    assert "run.py: 1/4 jobs failed, log is in exp/log/f.3.log" in proc.stderr
+    assert (tmp_path / "exp/log/f.3.log").read_text().splitlines()[-1].startswith("# Ended (code 5) at")
+    assert "# Ended (code 0)" in (tmp_path / "exp/log/f.4.log").read_text()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["exp/log/x.JOB.log", "true"], "contains JOB but no JOB=a:b range"),
+    (["JOB=1:2", "exp/log/x.log", "true"], "put JOB in its name"),
+    (["--bogus", "1", "x.log", "true"], "unknown option --bogus"),
+    (["JOB=3:2", "x.JOB.log", "true"], "empty job range"),
+])
+def test_run_usage_errors(tmp_path, args, message):
+    assert message in _run([str(UTILS / "run.py")] + args, tmp_path, check_rc=1).stderr
+
+
+# ------------------------------------------------------------------------------------ slurm.py
+
+FAKE_SBATCH = """#!/usr/bin/env bash
+# Fake sbatch: record the arguments, then run the batch script here with its output in -o.
+script="${!#}"
+printf '%s\\n' "$@" > "$FAKE_SBATCH_DIR/$(basename "$script").args"
+out=/dev/null
+while [ $# -gt 1 ]; do
+  case "$1" in -o) out=${2//%%/%}; shift 2 ;; *) shift ;; esac
+done
+echo "Submitted batch job $$"
+bash "$script" > "$out" 2>&1
+"""
+
+
+@pytest.fixture
+def fake_sbatch(tmp_path):
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    (bindir / "sbatch").write_text(FAKE_SBATCH)
+    (bindir / "sbatch").chmod(0o755)
+    return {"PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_SBATCH_DIR": str(bindir),
+            "SEPKIT_SLURM_OPTS": "-p gpu --account 'my acct'"}
+
+
+def test_slurm_options_flow_through(tmp_path, fake_sbatch):
+    _run([str(UTILS / "slurm.py"), "--gpu", "2", "--mem", "4G", "--time", "1:00:00", "--num-threads", "3",
+          "JOB=1:2", "exp/log/t.JOB.log", "echo hello JOB"], tmp_path, env=fake_sbatch, check_rc=0)
+    args = (Path(fake_sbatch["FAKE_SBATCH_DIR"]) / "t.2.sh.args").read_text().splitlines()
+    assert "--wait" in args and "--gres=gpu:2" in args and "--mem=4G" in args
+    assert "--time=1:00:00" in args and "--cpus-per-task=3" in args
+    assert args[args.index("-o") + 1] == str(tmp_path / "exp" / "log" / "t.2.log")
+    assert args[args.index("-p") + 1] == "gpu" and args[args.index("--account") + 1] == "my acct"
+    assert args[-1] == str(tmp_path / "exp" / "log" / "q" / "t.2.sh")
+    log = (tmp_path / "exp" / "log" / "t.2.log").read_text().splitlines()
+    assert log[0] == "# echo hello 2" and "hello 2" in log
+    assert re.fullmatch(r"# Accounting: time=\d+ threads=3", log[-2]) and log[-1].startswith("# Ended (code 0)")
+
+
+def test_slurm_no_gpu_no_gres_and_failure(tmp_path, fake_sbatch):
+    proc = _run([str(UTILS / "slurm.py"), "JOB=1:3", "exp/log/f.JOB.log", "exit $((JOB == 2 ? 9 : 0))"],
+                tmp_path, env=fake_sbatch, check_rc=1)
+    assert "slurm.py: 1/3 jobs failed, log is in exp/log/f.2.log" in proc.stderr
+    assert "# Ended (code 9)" in (tmp_path / "exp/log/f.2.log").read_text()
+    args = (Path(fake_sbatch["FAKE_SBATCH_DIR"]) / "f.1.sh.args").read_text()
+    assert "--gres" not in args and "--mem" not in args and "--cpus-per-task" not in args
+
+
+def test_slurm_submission_failure_is_logged(tmp_path):
+    proc = _run([str(UTILS / "slurm.py"), "exp/log/x.log", "true"], tmp_path,
+                env={"SEPKIT_SBATCH": str(tmp_path / "no-sbatch")}, check_rc=1)
+    assert "1/1 jobs failed, log is in exp/log/x.log" in proc.stderr
+    assert "job not run" in (tmp_path / "exp/log/x.log").read_text()
+
+
+# ------------------------------------------------------------------------------------ split_scp.py
+
+def _write_scp(path, n):
+    path.write_text("".join(f"utt{i:02d} /audio/utt{i:02d}.wav\n" for i in range(n)))
+
+
+def test_split_scp_equal_parts(tmp_path):
+    _write_scp(tmp_path / "in.scp", 10)
+    outs = [str(tmp_path / "split" / f"out.{k}.scp") for k in (1, 2, 3)]
+    _run([str(UTILS / "split_scp.py"), "in.scp"] + outs, tmp_path, check_rc=0)
+    parts = [Path(o).read_text().splitlines() for o in outs]
+    assert [len(p) for p in parts] == [4, 3, 3]
+    assert sum(parts, []) == (tmp_path / "in.scp").read_text().splitlines()  # contiguous, in order
+
+
+def test_split_scp_by_duration(tmp_path):
+    _write_scp(tmp_path / "in.scp", 8)
+    durs = [30, 1, 1, 1, 1, 1, 1, 24]
+    (tmp_path / "utt2dur").write_text("".join(f"utt{i:02d} {d}\n" for i, d in enumerate(durs)))
+    outs = [str(tmp_path / f"o.{k}") for k in (1, 2, 3)]
+    _run([str(UTILS / "split_scp.py"), "--utt2dur", "utt2dur", "in.scp"] + outs, tmp_path, check_rc=0)
+    parts = [Path(o).read_text().splitlines() for o in outs]
+    assert [len(p) for p in parts] == [1, 6, 1]  # 30 s | 6 x 1 s | 24 s instead of 3/3/2 lines
+    assert sum(parts, []) == (tmp_path / "in.scp").read_text().splitlines()
+
+
+def test_split_scp_errors(tmp_path):
+    _write_scp(tmp_path / "in.scp", 2)
+    proc = _run([str(UTILS / "split_scp.py"), "in.scp", "a", "b", "c"], tmp_path, check_rc=1)
+    assert "2 lines cannot be split into 3 parts" in proc.stderr
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "utt2dur").write_text("utt00 1.0\n")
+    proc = _run([str(UTILS / "split_scp.py"), "--utt2dur", "utt2dur", "in.scp", "a", "b"], tmp_path, check_rc=1)
+    assert "no duration for utterance 'utt01'" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------ validate_data_dir.sh
+
+def _data_dir(tmp_path):
+    wav, voc, acc = {}, {}, {}
+    rng = np.random.default_rng(0)
+    for utt in ("s1", "s2", "s3"):
+        v, a = rng.uniform(-0.3, 0.3, (2, 1, 400)).astype(np.float32)
+        for name, x in (("vocals", v), ("accompaniment", a), ("mix", v + a)):
+            write_audio(tmp_path / "audio" / f"{utt}_{name}.wav", x, 8000, subtype="FLOAT")
+        wav[utt] = str(tmp_path / "audio" / f"{utt}_mix.wav")
+        voc[utt] = str(tmp_path / "audio" / f"{utt}_vocals.wav")
+        acc[utt] = str(tmp_path / "audio" / f"{utt}_accompaniment.wav")
+    return DataDir.create(tmp_path / "data" / "train", wav, {"vocals": voc, "accompaniment": acc}).path
+
+
+def _validate(tmp_path, *args):
+    # python3 on PATH is the interpreter running the tests, so the wrapper finds sepkit.
+    env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return _run([str(UTILS / "validate_data_dir.sh")] + list(args), tmp_path, env=env)
+
+
+def test_validate_data_dir_sh_good_and_broken(tmp_path):
+    d = _data_dir(tmp_path)
+    proc = _validate(tmp_path, "--check-audio", str(d))
+    assert proc.returncode == 0 and "OK (3 utterances" in proc.stdout, proc.stderr
+
+    breakages = {
+        "unsorted": lambda d: (d / "wav.scp").write_text("".join(reversed((d / "wav.scp").read_text().splitlines(True)))),
+        "missing source scp": lambda d: (d / "vocals.scp").unlink(),
+        "mismatched utts": lambda d: (d / "accompaniment.scp").write_text(
+            (d / "accompaniment.scp").read_text().replace("s2 ", "s9 ")),
+        "missing file": lambda d: Path(DataDir(d).wav["s3"]).unlink(),
+    }
+    expected = {"unsorted": "wav.scp: not sorted", "missing source scp": "vocals.scp: missing",
+                "mismatched utts": "accompaniment.scp: 1 utterance(s) of wav.scp missing (e.g. s2); "
+                                   "1 utterance(s) not in wav.scp (e.g. s9)",
+                "missing file": "wav.scp: utterance s3: audio file not found"}
+    for name, breakage in breakages.items():
+        d = _data_dir(tmp_path / name)
+        breakage(d)
+        proc = _validate(tmp_path, str(d))
+        assert proc.returncode == 1, name
+        assert expected[name] in proc.stderr, (name, proc.stderr)

@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""Run a command as one job or as an array of jobs on this machine, with Kaldi's run.pl interface.
+
+Usage:
+  utils/run.py [options] JOB=1:4 exp/x/log/feats.JOB.log command args ... JOB ...
+  utils/run.py [options] exp/x/log/train.log command args ...
+
+Every occurrence of JOB (or the name given before '=') in the log path and in the command is
+replaced by the job index. The command is run with `bash -c`: pass it as one quoted string
+("a | b > c"), or as several words where shell operators are escaped (a \\| b), as with run.pl;
+several words are joined like run.pl does (words with whitespace get quoted). Each job's stdout
+and stderr go to its log, which starts with '# <command>' and '# Started at <date>' and ends with
+'# Accounting: time=<s> threads=<n>' and '# Ended (code <n>) at <date>'.
+
+Options:
+  --max-jobs-run N   run at most N jobs at once (default: all)
+  --num-threads N    threads per job (only recorded in the log on this backend)
+  --gpu N, --mem 4G, --time 1:00:00
+                     accepted for compatibility with utils/slurm.py, ignored here
+Exit status: 0 when every job succeeded, else 1 with '<prog>: k/n jobs failed, log is in <log>'
+naming the first failing job's log on stderr. Standard library only (no sepkit import).
+"""
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+OPTIONS = {  # option -> (attribute, converter)
+    "--max-jobs-run": ("max_jobs_run", "positive"),
+    "--num-threads": ("num_threads", "positive"),
+    "--gpu": ("gpu", "nonnegative"),
+    "--mem": ("mem", "string"),
+    "--time": ("time", "string"),
+}
+_RANGE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(\d+)(?::(\d+))?$")
+
+
+class UsageError(Exception):
+    pass
+
+
+class Request:
+    """A parsed command line: options, job range, log template and shell command."""
+
+    def __init__(self):
+        self.max_jobs_run = None
+        self.num_threads = None
+        self.gpu = 0
+        self.mem = None
+        self.time = None
+        self.jobname = None
+        self.start = self.end = 1
+        self.log_template = None
+        self.command = None
+
+    def jobs(self):
+        """[(job index, log path, command)] with the job name substituted."""
+        out = []
+        for jobid in range(self.start, self.end + 1):
+            if self.jobname is None:
+                out.append((jobid, self.log_template, self.command))
+            else:
+                sub = str(jobid)
+                out.append((jobid, self.log_template.replace(self.jobname, sub),
+                            self.command.replace(self.jobname, sub)))
+        return out
+
+
+def join_command(words):
+    """The shell command for the command words: one word is used verbatim, several are joined
+    as Kaldi's run.pl does (words without whitespace as they are, others quoted)."""
+    if len(words) == 1:
+        return words[0]
+    parts = []
+    for word in words:
+        if word and not re.search(r"\s", word):
+            parts.append(word)
+        elif '"' in word:
+            parts.append("'" + word + "'")
+        else:
+            parts.append('"' + word + '"')
+    return " ".join(parts)
+
+
+def parse_command_line(argv):
+    """Parse run.pl-style arguments into a :class:`Request`; raises UsageError."""
+    req = Request()
+    args = list(argv)
+    while args and args[0].startswith("--"):
+        opt = args.pop(0)
+        if "=" in opt:
+            opt, value = opt.split("=", 1)
+        elif args:
+            value = args.pop(0)
+        else:
+            raise UsageError(f"option {opt} needs a value")
+        if opt not in OPTIONS:
+            raise UsageError(f"unknown option {opt} (known: {', '.join(OPTIONS)})")
+        attr, kind = OPTIONS[opt]
+        if kind != "string":
+            if not value.isdigit() or (kind == "positive" and int(value) == 0):
+                raise UsageError(f"option {opt} needs a {kind} integer, got {value!r}")
+            value = int(value)
+        setattr(req, attr, value)
+    if args:
+        match = _RANGE.match(args[0])
+        if match:
+            args.pop(0)
+            req.jobname = match.group(1)
+            req.start = int(match.group(2))
+            req.end = int(match.group(3) if match.group(3) is not None else match.group(2))
+            if req.end < req.start:
+                raise UsageError(f"empty job range {match.group(0)}")
+    if len(args) < 2:
+        raise UsageError("expected a log file and a command")
+    req.log_template, words = args[0], args[1:]
+    req.command = join_command(words)
+    if req.jobname is None and "JOB" in req.log_template:
+        raise UsageError(f"log file {req.log_template} contains JOB but no JOB=a:b range was given")
+    if req.jobname is not None and req.start != req.end and req.jobname not in req.log_template:
+        raise UsageError(f"{req.end - req.start + 1} jobs would write one log file "
+                         f"{req.log_template}: put {req.jobname} in its name")
+    return req
+
+
+def now():
+    return time.strftime("%a %b %d %H:%M:%S %Z %Y")
+
+
+def exit_code(returncode):
+    """Shell-style exit code: 128 + N for a process killed by signal N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def log_trailer(seconds, threads, code):
+    return f"# Accounting: time={int(round(seconds))} threads={threads}\n# Ended (code {code}) at {now()}\n"
+
+
+class JobSet:
+    """Run ``jobs`` ([(jobid, log, command)]) with at most ``parallel`` at once.
+
+    ``run_one(jobid, log, command)`` returns the job's exit code. Interrupts (Ctrl-C, SIGTERM)
+    call ``cancel()`` on the backend, which must stop what is still running.
+    """
+
+    def __init__(self, backend, parallel):
+        self.backend = backend
+        self.parallel = parallel
+
+    def run(self, jobs):
+        codes = {}
+        pool = ThreadPoolExecutor(max_workers=max(1, min(self.parallel or len(jobs), len(jobs))))
+        futures = {pool.submit(self.backend.run_one, *job): job for job in jobs}
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+        try:
+            for future, job in futures.items():
+                codes[job[0]] = future.result()
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self.backend.cancel()
+            raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        pool.shutdown(wait=True)
+        return codes
+
+
+def _main_thread():
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+class LocalBackend:
+    """Runs each job as ``bash -c <command>`` on this machine."""
+
+    def __init__(self, req, prog):
+        self.req = req
+        self.prog = prog
+        self.procs = set()
+        self.lock = threading.Lock()
+        self.cancelled = False
+
+    def run_one(self, jobid, log, command):
+        threads = self.req.num_threads or 1
+        try:
+            os.makedirs(os.path.dirname(log) or ".", exist_ok=True)
+            f = open(log, "w")
+        except OSError as exc:
+            sys.stderr.write(f"{self.prog}: cannot write log {log}: {exc.strerror or exc}\n")
+            return 1
+        with f:
+            f.write(f"# {command}\n# Started at {now()}\n")
+            f.flush()
+            start = time.time()
+            with self.lock:
+                if self.cancelled:
+                    return 130
+                try:
+                    # own process group, so that cancel() stops the whole pipeline of the job
+                    proc = subprocess.Popen(["bash", "-c", command], stdout=f, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+                except OSError as exc:
+                    proc = None
+                    f.write(f"{self.prog}: cannot start bash: {exc}\n")
+                if proc is not None:
+                    self.procs.add(proc)
+            code = 127 if proc is None else exit_code(proc.wait())
+            with self.lock:
+                self.procs.discard(proc)
+            f.write(log_trailer(time.time() - start, threads, code))
+        return code
+
+    def cancel(self):
+        with self.lock:
+            self.cancelled = True
+            procs = list(self.procs)
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except OSError:
+                pass
+
+
+def report(prog, jobs, codes):
+    """Print the failure line; return the exit status (0 or 1)."""
+    failed = [(jobid, log) for jobid, log, _ in jobs if codes.get(jobid, 1) != 0]
+    if not failed:
+        return 0
+    sys.stderr.write(f"{prog}: {len(failed)}/{len(jobs)} jobs failed, log is in {failed[0][1]}\n")
+    return 1
+
+
+def main_with_backend(argv, prog, make_backend, usage):
+    try:
+        req = parse_command_line(argv)
+    except UsageError as exc:
+        sys.stderr.write(f"{prog}: {exc}\n{usage}")
+        return 1
+    jobs = req.jobs()
+    backend = make_backend(req, prog)
+    try:
+        codes = JobSet(backend, req.max_jobs_run).run(jobs)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted, stopping jobs\n")
+        return 130
+    return report(prog, jobs, codes)
+
+
+def usage_text(doc):
+    """The 'Usage:' paragraph of a script's docstring, for error messages."""
+    block = doc.split("\n\n")[1] if doc.count("\n\n") >= 1 else doc
+    return block.rstrip("\n") + "\n(--help for details)\n"
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        sys.stdout.write(__doc__)
+        return 0 if argv else 1
+    return main_with_backend(argv, "run.py", LocalBackend, usage_text(__doc__))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
