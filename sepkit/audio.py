@@ -100,6 +100,9 @@ class atomic_path:
     def __enter__(self):
         fd, tmp = tempfile.mkstemp(prefix="." + self.path.name + ".", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; follow the umask like open() would
         self.tmp = tmp
         return tmp
 
