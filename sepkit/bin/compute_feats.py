@@ -1,0 +1,369 @@
+"""Compute the feature dump of a data dir: mel magnitudes (T, F) of the mixture and of each source.
+
+Usage::
+
+    python -m sepkit.bin.compute_feats --feat-conf conf/feats.yaml [--utt-list FILE] [--device cpu]
+        DATADIR OUTDIR                     # one process: the whole dump (skipped if already done)
+    ... --ark-name feats.3 DATADIR OUTDIR  # one job of utils/compute_feats.sh: part files only
+    ... --prepare DATADIR OUTDIR           # exit 0 if the dump is complete, 10 after clearing it
+    ... --merge feats.1,feats.2 DATADIR OUTDIR   # join the parts into the dump
+
+Every signal is made mono (mean of channels), resampled to ``sample_rate`` and analysed with
+:class:`sepkit.frontend.Frontend` (mixture and sources of an utterance in one batch). A job
+writes ``mix.<name>.ark/scp``, ``<source>.<name>.ark/scp`` and ``utt2num_frames.<name>``, each
+under a temporary name renamed at the end. Merging writes ``<source>.scp``, ``utt2num_frames``,
+``sources``, ``feat_conf.yaml`` and then ``mix.scp``, whose presence marks a finished dump.
+Layout and reading: :mod:`sepkit.data.dataset`.
+"""
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from sepkit.data.dataset import MIX, read_dump_scp
+
+logger = logging.getLogger("sepkit.bin.compute_feats")
+
+NOT_DONE = 10  # exit status of --prepare when there is work to do
+LENGTH_TOLERANCE = 0.01  # sources may differ from the mixture in length by this fraction
+RESIDUAL_WARN_DB = -20.0  # warn when |mix - sum(sources)|^2 / |mix|^2 is above this
+_RESERVED = {MIX, "utt2num_frames", "feat_conf", "cmvn", "sources", "log"}
+
+
+def fail(message):
+    raise SystemExit(f"compute_feats: {message}")
+
+
+def load_feat_conf(path):
+    """Read a YAML file of :class:`FeatureConfig` keys; unknown keys or wrong types -> error."""
+    import yaml
+
+    from sepkit.frontend import FeatureConfig
+
+    try:
+        d = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        fail(f"{path}: cannot read ({exc.strerror or exc})")
+    except yaml.YAMLError as exc:
+        fail(f"{path}: invalid YAML ({str(exc).splitlines()[0]})")
+    d = {} if d is None else d
+    if not isinstance(d, dict):
+        fail(f"{path}: expected a mapping of feature settings, got {type(d).__name__}")
+    defaults = FeatureConfig().to_dict()
+    unknown = sorted(set(d) - set(defaults))
+    if unknown:
+        fail(f"{path}: unknown feature setting(s) {', '.join(map(str, unknown))} (known: {', '.join(defaults)})")
+    for key, value in d.items():
+        want = type(defaults[key])
+        ok = isinstance(value, bool) if want is bool else (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and (want is float or value == int(value)))
+        if not ok:
+            fail(f"{path}: {key} must be {want.__name__}, got {value!r}")
+        d[key] = want(value)
+    conf = FeatureConfig.from_dict(d)
+    if conf.sample_rate <= 0 or conf.n_fft <= 0 or conf.hop_length <= 0 or conf.n_mels <= 0:
+        fail(f"{path}: sample_rate, n_fft, hop_length and n_mels must be positive")
+    return conf
+
+
+def open_data_dir(path):
+    from sepkit.data.datadir import DataDir, DataDirError
+
+    try:
+        data = DataDir(path)
+    except DataDirError as exc:
+        fail(str(exc))
+    bad = sorted(set(data.sources) & _RESERVED)
+    if bad:
+        fail(f"{data.path / 'sources'}: source name {bad[0]!r} clashes with a dump file name")
+    return data
+
+
+def read_utt_list(path, data):
+    """Utterance ids from the first field of each line of ``path`` (e.g. a split wav.scp)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        fail(f"{path}: cannot read ({exc.strerror or exc})")
+    utts = [line.split()[0] for line in lines if line.strip()]
+    known = set(data.utts)
+    for utt in utts:
+        if utt not in known:
+            fail(f"{path}: utterance {utt} is not in {data.path / 'wav.scp'}")
+    if not utts:
+        fail(f"{path}: no utterances")
+    if len(set(utts)) != len(utts):
+        fail(f"{path}: utterance {next(u for i, u in enumerate(utts) if u in utts[:i])} is listed twice")
+    return utts
+
+
+def load_utt(data, utt, sample_rate):
+    """Mono signals at ``sample_rate``: ``(C + 1, N)`` float32, mixture first, sources in order."""
+    from sepkit.audio import AudioError, resample, to_mono
+    from sepkit.data.datadir import load_audio
+
+    def get(spec):
+        wav, sr = load_audio(spec)
+        return resample(to_mono(wav), sr, sample_rate)[0]  # mono first: resampling 1 channel is cheaper
+
+    try:
+        mix = get(data.wav[utt])
+        srcs = [get(data.source(name)[utt]) for name in data.sources]
+    except AudioError as exc:
+        fail(f"utterance {utt}: {exc}")
+    n = mix.shape[0]
+    out = np.zeros((1 + len(srcs), n), dtype=np.float32)
+    out[0] = mix
+    for c, (name, src) in enumerate(zip(data.sources, srcs)):
+        if abs(src.shape[0] - n) > LENGTH_TOLERANCE * n:
+            fail(f"utterance {utt}: source {name} has {src.shape[0]} samples, the mixture {n} "
+                 f"(at {sample_rate} Hz; they must agree within {LENGTH_TOLERANCE:.0%})")
+        m = min(n, src.shape[0])
+        out[1 + c, :m] = src[:m]  # trimmed or zero-padded to the mixture's length
+    energy = float(np.square(mix, dtype=np.float64).sum())
+    if energy > 0:
+        resid = float(np.square(mix - out[1:].sum(0), dtype=np.float64).sum())
+        ratio = 10 * np.log10(max(resid, 1e-30) / energy)
+        if ratio > RESIDUAL_WARN_DB:
+            logger.warning("utterance %s: mixture differs from the sum of the sources (residual %.1f dB "
+                           "relative to the mixture)", utt, ratio)
+    return out
+
+
+def part_paths(outdir, prefix, name):
+    return Path(outdir) / f"{prefix}.{name}.ark", Path(outdir) / f"{prefix}.{name}.scp"
+
+
+def compute_part(data, outdir, name, utts, conf, device="cpu"):
+    """Write the part files of ``utts`` (see the module docstring); all or nothing."""
+    import kaldiio
+    import torch
+    from tqdm import tqdm
+
+    from sepkit.frontend import Frontend
+
+    outdir = Path(outdir).resolve()
+    outdir.mkdir(parents=True, exist_ok=True)
+    frontend = Frontend(conf).to(device)
+    prefixes = [MIX] + data.sources
+    temps, arks, entries, frames = [], [], {p: {} for p in prefixes}, {}
+    try:
+        for prefix in prefixes:
+            tmp = outdir / f".{prefix}.{name}.ark.tmp"
+            temps.append(tmp)
+            arks.append(open(tmp, "wb"))
+        for utt in tqdm(utts, desc=f"compute_feats {name}", unit="utt", mininterval=10):
+            wav = torch.from_numpy(load_utt(data, utt, conf.sample_rate)).to(device)
+            with torch.no_grad():
+                mel = frontend.mel(frontend.stft(wav).abs())  # (C+1, T, F)
+            mel = mel.float().cpu().numpy()
+            frames[utt] = mel.shape[1]
+            for prefix, f, m in zip(prefixes, arks, mel):
+                pos = f.tell() + len((utt + " ").encode())
+                kaldiio.save_ark(f, {utt: np.ascontiguousarray(m)})
+                entries[prefix][utt] = pos
+        for f in arks:
+            f.close()
+        from sepkit.data.datadir import write_scp
+
+        for prefix, tmp in zip(prefixes, temps):
+            ark, scp = part_paths(outdir, prefix, name)
+            os.replace(tmp, ark)
+            write_scp(scp, {u: f"{ark}:{pos}" for u, pos in entries[prefix].items()})
+        write_scp(outdir / f"utt2num_frames.{name}", frames)
+    finally:
+        for f in arks:
+            f.close()
+        for tmp in temps:
+            if tmp.exists():
+                tmp.unlink()
+    logger.info("%s: wrote %d utterances (%d frames) of part %s", outdir, len(frames), sum(frames.values()), name)
+
+
+def _final_files(sources):
+    return [f"{s}.scp" for s in sources] + ["utt2num_frames", "sources", "feat_conf.yaml", "cmvn.ark"]
+
+
+def dump_state(outdir, conf, sources, utts):
+    """``(state, reason)``: ``done``, ``absent``, ``incomplete`` or ``different`` (feature settings)."""
+    import yaml
+
+    from sepkit.data.dataset import DumpError, read_dump_scp_values
+    from sepkit.frontend import FeatureConfig
+
+    outdir = Path(outdir)
+    if not (outdir / "mix.scp").is_file():
+        return "absent", f"no {outdir / 'mix.scp'}"
+    try:
+        old = FeatureConfig.from_dict(yaml.safe_load((outdir / "feat_conf.yaml").read_text()) or {}).to_dict()
+    except (OSError, ValueError, TypeError, yaml.YAMLError) as exc:
+        return "incomplete", f"{outdir / 'feat_conf.yaml'} unreadable ({exc})"
+    new = conf.to_dict()
+    if old != new:
+        diff = ", ".join(f"{k}: {old[k]} -> {new[k]}" for k in new if old[k] != new[k])
+        return "different", f"{outdir} holds features with other settings ({diff})"
+    try:
+        old_sources = [s for s in (outdir / "sources").read_text().split() if s]
+        if old_sources != list(sources):
+            return "incomplete", f"{outdir / 'sources'} lists {old_sources}, the data dir {list(sources)}"
+        tables = [read_dump_scp(outdir / f"{p}.scp") for p in [MIX] + list(sources)]
+        tables.append(read_dump_scp_values(outdir / "utt2num_frames"))
+    except (OSError, DumpError) as exc:
+        return "incomplete", str(exc)
+    want = set(utts)
+    for table in tables:
+        if set(table) != want:
+            return "incomplete", f"{outdir}: utterances differ from the data dir"
+    arks = {ark for table in tables[:-1] for ark, _ in table.values()}
+    missing = [a for a in arks if not Path(a).is_file()]
+    if missing:
+        return "incomplete", f"ark file {missing[0]} is missing"
+    return "done", ""
+
+
+def clear_dump(outdir, sources):
+    """Remove a dump's final and part files (mix.scp first, so it never looks finished)."""
+    outdir = Path(outdir)
+    is_dump = (outdir / "mix.scp").is_file() or (outdir / "feat_conf.yaml").is_file()
+    old = (outdir / "sources").read_text().split() if is_dump and (outdir / "sources").is_file() else []
+    (outdir / "mix.scp").unlink(missing_ok=True)
+    prefixes = [MIX] + list(dict.fromkeys(list(sources) + [s for s in old if s not in _RESERVED and "/" not in s]))
+    if is_dump:  # never delete <name>.scp or sources from a directory that is not a dump
+        for name in _final_files(prefixes[1:]):
+            (outdir / name).unlink(missing_ok=True)
+    for prefix in prefixes:
+        for pattern in (f"{prefix}.*.ark", f"{prefix}.*.scp", f".{prefix}.*.tmp"):
+            for path in outdir.glob(pattern):
+                path.unlink()
+    for path in outdir.glob("utt2num_frames.*"):
+        path.unlink()
+
+
+def check_audio_files(data, utts):
+    """Fail before any job starts if an audio spec is invalid or names a missing file."""
+    from sepkit.audio import AudioError
+    from sepkit.data.datadir import spec_files
+
+    for utt in utts:
+        for name, table in [("wav.scp", data.wav)] + [(f"{s}.scp", data.source(s)) for s in data.sources]:
+            try:
+                missing = [f for f in spec_files(table[utt]) if not os.path.isfile(f)]
+            except AudioError as exc:
+                fail(f"{data.path / name}: utterance {utt}: {exc}")
+            if missing:
+                fail(f"{data.path / name}: utterance {utt}: audio file not found: {missing[0]}")
+
+
+def prepare(data, outdir, conf, utts, overwrite=False):
+    """True if the dump is complete (nothing to do); else clear it for recomputation and return False."""
+    if (Path(outdir) / "wav.scp").exists():
+        fail(f"{outdir}: has a wav.scp, it looks like a data dir; give a separate dump dir")
+    state, reason = dump_state(outdir, conf, data.sources, utts)
+    if state == "done" and not overwrite:
+        return True
+    if state == "different" and not overwrite:
+        fail(f"{reason}; pass --overwrite to recompute it, or use another dump dir")
+    check_audio_files(data, utts)
+    if state != "absent":
+        logger.info("%s: recomputing (%s)", outdir, "--overwrite" if state == "done" else reason)
+    if Path(outdir).is_dir():
+        clear_dump(outdir, data.sources)
+    return False
+
+
+def merge_parts(data, outdir, names, conf, utts):
+    """Join the part files ``names`` into the dump's scp files, ``sources`` and ``feat_conf.yaml``."""
+    import yaml
+
+    from sepkit.audio import atomic_path
+    from sepkit.data.dataset import DumpError, read_dump_scp_values
+    from sepkit.data.datadir import write_scp
+
+    outdir = Path(outdir)
+    merged = {}
+    for prefix in [MIX] + data.sources + ["utt2num_frames"]:
+        table = {}
+        for name in names:
+            try:
+                if prefix == "utt2num_frames":
+                    part = read_dump_scp_values(outdir / f"utt2num_frames.{name}")
+                else:
+                    part = {u: f"{a}:{o}" for u, (a, o) in read_dump_scp(part_paths(outdir, prefix, name)[1]).items()}
+            except DumpError as exc:
+                fail(f"{exc} (did job {name} fail? see {outdir / 'log'})")
+            dup = set(part) & set(table)
+            if dup:
+                fail(f"utterance {sorted(dup)[0]} is in more than one part ({', '.join(names)})")
+            table.update(part)
+        if set(table) != set(utts):
+            missing = sorted(set(utts) - set(table))
+            fail(f"{outdir}: parts {', '.join(names)} lack {len(missing)} utterance(s) of {prefix} "
+                 f"(e.g. {(missing or sorted(set(table) - set(utts)))[0]})")
+        merged[prefix] = table
+    for prefix in data.sources:
+        write_scp(outdir / f"{prefix}.scp", merged[prefix])
+    write_scp(outdir / "utt2num_frames", merged["utt2num_frames"])
+    with atomic_path(outdir / "sources") as tmp:
+        Path(tmp).write_text("".join(f"{s}\n" for s in data.sources))
+    with atomic_path(outdir / "feat_conf.yaml") as tmp:
+        Path(tmp).write_text(yaml.safe_dump(conf.to_dict(), sort_keys=False))
+    (outdir / "cmvn.ark").unlink(missing_ok=True)  # stats of older features would be wrong
+    write_scp(outdir / "mix.scp", merged[MIX])  # last: marks the dump as finished
+    logger.info("%s: dump of %d utterances (%d frames)", outdir, len(utts), sum(merged["utt2num_frames"].values()))
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m sepkit.bin.compute_feats", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--feat-conf", required=True, help="YAML file of FeatureConfig keys")
+    parser.add_argument("--utt-list", help="only these utterances (first field of each line)")
+    parser.add_argument("--device", default="cpu", help="torch device of the analysis")
+    parser.add_argument("--num-threads", type=int, default=1, help="torch threads (one per job, Kaldi style)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--ark-name", help="job mode: write part files <prefix>.ARK_NAME.{ark,scp} only")
+    mode.add_argument("--prepare", action="store_true",
+                      help=f"exit 0 if OUTDIR is a complete dump of DATADIR, else clear it and exit {NOT_DONE}")
+    mode.add_argument("--merge", metavar="NAMES", help="comma-separated part names to join into the dump")
+    parser.add_argument("--overwrite", action="store_true", help="recompute a complete dump")
+    parser.add_argument("datadir", help="data dir (wav.scp, sources, <source>.scp)")
+    parser.add_argument("outdir", help="dump dir")
+    return parser
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(max(1, args.num_threads))
+    conf = load_feat_conf(args.feat_conf)
+    data = open_data_dir(args.datadir)
+    utts = read_utt_list(args.utt_list, data) if args.utt_list else data.utts
+    if args.ark_name:
+        if "/" in args.ark_name or args.ark_name.startswith("."):
+            fail(f"--ark-name {args.ark_name!r}: a plain file name part is expected")
+        compute_part(data, args.outdir, args.ark_name, utts, conf, args.device)
+        return 0
+    if args.merge:
+        names = [n for n in args.merge.split(",") if n]
+        merge_parts(data, args.outdir, names, conf, utts)
+        return 0
+    done = prepare(data, args.outdir, conf, utts, overwrite=args.overwrite)
+    if args.prepare:
+        if done:
+            logger.info("%s: complete dump of %s, nothing to do", args.outdir, args.datadir)
+        return 0 if done else NOT_DONE
+    if done:
+        logger.info("%s: already done, skipping (--overwrite to recompute)", args.outdir)
+        return 0
+    compute_part(data, args.outdir, "feats", utts, conf, args.device)
+    merge_parts(data, args.outdir, ["feats"], conf, utts)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

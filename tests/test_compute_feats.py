@@ -1,0 +1,241 @@
+"""Feature dumps: sepkit.bin.compute_feats, utils/compute_feats.sh and sepkit.bin.compute_cmvn."""
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from sepkit.audio import resample
+from sepkit.bin import compute_cmvn, compute_feats
+from sepkit.data.dataset import FeatureDump
+from sepkit.data.datadir import DataDir
+from sepkit.frontend import CMVN, FeatureConfig, Frontend
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = {"sample_rate": 8000, "n_fft": 256, "hop_length": 64, "n_mels": 40}
+# utt -> (sample rate, channels, seconds)
+CLIPS = {"a1": (22050, 2, 1.0), "b2": (16000, 1, 0.7), "c3": (8000, 1, 0.5), "d4": (8000, 2, 0.3)}
+
+
+def _make_data(root, clips=CLIPS, src_scale=None, short=None):
+    """Write vocals/accompaniment wavs and their sum as the mixture; return the data dir path."""
+    rng = np.random.default_rng(0)
+    wav, srcs = {}, {"vocals": {}, "accompaniment": {}}
+    for utt, (sr, ch, sec) in clips.items():
+        n = int(sr * sec)
+        t = np.arange(n) / sr
+        voc = 0.3 * np.sin(2 * np.pi * 440 * t)[None].repeat(ch, 0) * rng.uniform(0.5, 1, (ch, 1))
+        acc = 0.1 * rng.standard_normal((ch, n))
+        mix = voc + acc
+        for name, x in (("vocals", voc), ("accompaniment", acc)):
+            if name == "vocals" and short == utt:
+                x = x[:, : int(0.9 * n)]
+            path = root / "audio" / f"{utt}_{name}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, x.T.astype(np.float32), sr, subtype="FLOAT")
+            srcs[name][utt] = str(path)
+        if src_scale == utt:
+            mix = mix * 2.0
+        sf.write(root / "audio" / f"{utt}_mix.wav", mix.T.astype(np.float32), sr, subtype="FLOAT")
+        wav[utt] = str(root / "audio" / f"{utt}_mix.wav")
+    return DataDir.create(root / "data", wav, srcs).path
+
+
+def _direct_mel(path, conf):
+    """Reference: mono (mean of channels), resample, Frontend mel of one file -> (T, F)."""
+    x, sr = sf.read(path, dtype="float32", always_2d=True)
+    x = resample(x.T.mean(0, keepdims=True), sr, conf.sample_rate)
+    with torch.no_grad():
+        return Frontend(conf).analyze(torch.from_numpy(x))["mel"][0].numpy()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("feats")
+    data = _make_data(root)
+    conf_path = root / "feats.yaml"
+    conf_path.write_text(yaml.safe_dump(CONF))
+    dump = root / "dump1"
+    assert compute_feats.main(["--feat-conf", str(conf_path), str(data), str(dump)]) == 0
+    return root, data, conf_path, dump
+
+
+def test_dump_matches_direct_frontend(setup):
+    root, data, conf_path, dump = setup
+    conf = FeatureConfig.from_dict(CONF)
+    d = FeatureDump(dump)
+    assert d.utts == sorted(CLIPS) and d.sources == ["vocals", "accompaniment"]
+    assert d.feat_conf == conf
+    assert yaml.safe_load((dump / "feat_conf.yaml").read_text()) == conf.to_dict()
+    dd = DataDir(data)
+    for utt, (sr, ch, sec) in CLIPS.items():
+        mix, src = d.load(utt)
+        n = int(round(int(sr * sec) * conf.sample_rate / sr))
+        assert mix.shape == (1 + n // conf.hop_length, conf.n_mels) == (d.num_frames[utt], 40)
+        assert src.shape == mix.shape + (2,) and mix.dtype == np.float32
+        np.testing.assert_allclose(mix, _direct_mel(dd.wav[utt], conf), rtol=1e-4, atol=1e-6)
+        for c, name in enumerate(dd.sources):
+            np.testing.assert_allclose(src[..., c], _direct_mel(dd.source(name)[utt], conf), rtol=1e-4, atol=1e-6)
+
+
+def test_memmap_reading_equals_kaldiio(setup):
+    _, _, _, dump = setup
+    d = FeatureDump(dump)
+    for c, name in enumerate(["mix"] + d.sources):
+        ref = kaldiio.load_scp(str(dump / f"{name}.scp"))
+        for utt in d.utts:
+            np.testing.assert_array_equal(d.read(utt, c), ref[utt])
+            np.testing.assert_array_equal(d.read(utt, c, 3, 7), ref[utt][3:7])
+    # a moved dump still loads (ark paths are looked up by name inside the dump dir)
+    moved = dump.parent / "moved"
+    shutil.copytree(dump, moved)
+    ref = d.read("a1", 1)
+    os.rename(dump / "vocals.feats.ark", dump / "vocals.feats.ark.away")
+    try:
+        np.testing.assert_array_equal(FeatureDump(moved).read("a1", 1), ref)
+    finally:
+        os.rename(dump / "vocals.feats.ark.away", dump / "vocals.feats.ark")
+
+
+def test_shell_nj2_equals_nj1_and_rerun_skips(setup):
+    root, data, conf_path, dump1 = setup
+    dump2 = root / "dump2"
+    cmd = [str(REPO / "utils" / "compute_feats.sh"), "--nj", "2", "--cmd", str(REPO / "utils" / "run.py"),
+           "--feat-conf", str(conf_path), str(data), str(dump2)]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+    assert res.returncode == 0, res.stderr
+    assert (dump2 / "log" / "compute_feats.2.log").is_file()
+    assert len(list(dump2.glob("mix.feats.*.ark"))) == 2
+    a, b = FeatureDump(dump1), FeatureDump(dump2)
+    assert a.utts == b.utts and a.num_frames == b.num_frames and a.sources == b.sources
+    for utt in a.utts:
+        for c in range(3):
+            np.testing.assert_array_equal(a.read(utt, c), b.read(utt, c))
+    for name in ("mix.scp", "vocals.scp", "utt2num_frames"):  # sorted, complete
+        keys = [ln.split()[0] for ln in (dump2 / name).read_text().splitlines()]
+        assert keys == sorted(CLIPS)
+    assert (dump2 / "sources").read_text() == "vocals\naccompaniment\n"
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in dump2.iterdir() if p.is_file()}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+    assert res.returncode == 0 and "already done, skipping" in res.stdout, res.stderr
+    after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in dump2.iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_prepare_states(setup, tmp_path):
+    _, data, conf_path, dump1 = setup
+    dump = tmp_path / "dump"
+    shutil.copytree(dump1, dump)
+    args = ["--feat-conf", str(conf_path), "--prepare", str(data), str(dump)]
+    assert compute_feats.main(args) == 0  # complete
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(dict(CONF, n_mels=32)))
+    with pytest.raises(SystemExit, match="other settings.*n_mels: 40 -> 32"):
+        compute_feats.main(["--feat-conf", str(other), "--prepare", str(data), str(dump)])
+    assert (dump / "mix.scp").is_file()  # refused, untouched
+    (dump / "vocals.scp").write_text("a1 " + (dump / "vocals.scp").read_text().split()[1] + "\n")
+    assert compute_feats.main(args) == compute_feats.NOT_DONE  # incomplete -> cleared
+    assert not (dump / "mix.scp").exists() and not list(dump.glob("*.ark"))
+    shutil.rmtree(dump)
+    shutil.copytree(dump1, dump)
+    assert compute_feats.main(args + ["--overwrite"]) == compute_feats.NOT_DONE
+    assert not (dump / "mix.scp").exists()
+
+
+def test_feat_conf_errors(setup, tmp_path):
+    _, data, _, _ = setup
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("n_mels: 40\nhop: 64\n")
+    with pytest.raises(SystemExit, match=r"bad\.yaml: unknown feature setting\(s\) hop"):
+        compute_feats.main(["--feat-conf", str(bad), str(data), str(tmp_path / "d")])
+    bad.write_text("n_mels: forty\n")
+    with pytest.raises(SystemExit, match=r"bad\.yaml: n_mels must be int"):
+        compute_feats.main(["--feat-conf", str(bad), str(data), str(tmp_path / "d")])
+    assert not (tmp_path / "d").exists()
+
+
+def test_length_mismatch_fails_cleanly(tmp_path, setup):
+    _, _, conf_path, _ = setup
+    data = _make_data(tmp_path, clips={"x1": (8000, 1, 0.5), "y2": (8000, 1, 0.5)}, short="y2")
+    out = tmp_path / "dump"
+    with pytest.raises(SystemExit, match="utterance y2: source vocals has 3600 samples, the mixture 4000"):
+        compute_feats.main(["--feat-conf", str(conf_path), str(data), str(out)])
+    assert not (out / "mix.scp").exists() and sorted(p.name for p in out.iterdir()) == []
+
+
+def test_residual_warning(tmp_path, setup, caplog):
+    _, _, conf_path, _ = setup
+    data = _make_data(tmp_path, clips={"x1": (8000, 1, 0.3), "y2": (8000, 1, 0.3)}, src_scale="y2")
+    with caplog.at_level(logging.WARNING):
+        compute_feats.main(["--feat-conf", str(conf_path), str(data), str(tmp_path / "dump")])
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "utterance y2: mixture differs from the sum" in warned[0]
+
+
+def test_cmvn_stats(setup, tmp_path):
+    _, _, _, dump1 = setup
+    dump = tmp_path / "dump"
+    shutil.copytree(dump1, dump)
+    assert compute_cmvn.main([str(dump)]) == 0
+    stats = kaldiio.load_mat(str(dump / "cmvn.ark"))
+    d = FeatureDump(dump)
+    fe = Frontend(d.feat_conf)
+    feats = np.concatenate([fe.features(torch.from_numpy(d.read(u))[None])[0].numpy() for u in d.utts]).astype(np.float64)
+    assert stats.shape == (2, 81)
+    assert stats[0, -1] == sum(d.num_frames.values()) == len(feats)
+    np.testing.assert_allclose(stats[0, :-1], feats.sum(0), rtol=1e-6)
+    np.testing.assert_allclose(stats[1, :-1], np.square(feats).sum(0), rtol=1e-6)
+    cmvn = CMVN.load(dump / "cmvn.ark")
+    np.testing.assert_allclose(cmvn.mean.numpy(), feats.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(cmvn.std.numpy(), feats.std(0), rtol=1e-4, atol=1e-5)
+    mtime = (dump / "cmvn.ark").stat().st_mtime_ns
+    assert compute_cmvn.main([str(dump)]) == 0  # up to date: kept
+    assert (dump / "cmvn.ark").stat().st_mtime_ns == mtime
+
+
+def test_missing_audio_fails_before_any_job(setup, tmp_path):
+    _, data, conf_path, _ = setup
+    broken = tmp_path / "broken"
+    shutil.copytree(data, broken)
+    scp = broken / "vocals.scp"
+    scp.write_text(scp.read_text().replace("b2_vocals.wav", "gone.wav"))
+    with pytest.raises(SystemExit, match=r"vocals\.scp: utterance b2: audio file not found: .*gone\.wav"):
+        compute_feats.main(["--feat-conf", str(conf_path), "--prepare", str(broken), str(tmp_path / "d")])
+    before = sorted(p.name for p in broken.iterdir())
+    with pytest.raises(SystemExit, match="looks like a data dir"):  # OUTDIR = DATADIR by mistake
+        compute_feats.main(["--feat-conf", str(conf_path), str(broken), str(broken)])
+    assert sorted(p.name for p in broken.iterdir()) == before
+
+
+def test_real_clips(shared_data, tmp_path, caplog):
+    """MIR-1K clips through JSON channel specs: mixture = left + right, a 0 dB sum of the sources."""
+    clips = sorted((shared_data / "MIR-1K" / "Wavfile").glob("abjones_*.wav"))[:2]
+    if not clips:
+        pytest.skip("no MIR-1K clips")
+    utts = {p.stem: p for p in clips}
+
+    def spec(channel):
+        return {u: json.dumps({"path": str(p), "channel": channel}) for u, p in utts.items()}
+
+    data = DataDir.create(tmp_path / "data", spec("sum"), {"vocals": spec(1), "accompaniment": spec(0)}).path
+    conf = tmp_path / "feats.yaml"
+    conf.write_text("{}\n")  # paper defaults: 16 kHz, 512/128, 150 mels + deltas
+    with caplog.at_level(logging.WARNING):
+        assert compute_feats.main(["--feat-conf", str(conf), str(data), str(tmp_path / "dump")]) == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    d = FeatureDump(tmp_path / "dump")
+    for utt, path in utts.items():
+        mix, src = d.load(utt)
+        assert mix.shape[0] == 1 + sf.info(str(path)).frames // 128 and mix.shape[1] == 150
+        # |X + Y| <= |X| + |Y| per STFT bin, and mel bins are non-negative sums of bins
+        assert (mix <= src.sum(-1) * (1 + 1e-4) + 1e-6).all() and mix.mean() > 1e-4
