@@ -20,6 +20,7 @@ setup(
         "torch>=2.1",
         "numpy",
         "librosa>=0.10",
+        "soxr",
         "soundfile",
         "kaldiio",
         "configargparse",
