@@ -108,6 +108,8 @@ class atomic_path:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
+            with open(self.tmp, "rb+") as fh:  # data on disk before the rename makes it visible
+                os.fsync(fh.fileno())
             os.replace(self.tmp, self.path)
         elif os.path.exists(self.tmp):
             os.unlink(self.tmp)

@@ -1,0 +1,296 @@
+"""Training configuration: one flat set of keys, from a YAML file and the command line.
+
+Every key is both a command-line option (``--hidden 600``; ``--train-dump`` and ``--train_dump``
+are the same) and a YAML key of the same underscore name; the command line overrides the file
+given with ``--config``. Rules that configargparse alone does not give:
+
+* an unknown YAML key is an error naming the key and the file (no silently dropped settings);
+* booleans accept ``true/false/yes/no/on/off/1/0`` (YAML booleans included);
+* keys that may be empty accept ``none`` / ``null`` / YAML ``null`` (configargparse would drop a
+  YAML null and keep the code default);
+* ``--print_config`` prints every key with its default and help text as YAML, and
+  :func:`dump_config` writes the resolved configuration (``exp/<tag>/config.yaml``), which is
+  itself a valid ``--config`` file.
+"""
+import difflib
+import sys
+
+import configargparse
+import yaml
+
+from sepkit.train.curriculum import ConfigError, parse_curriculum
+
+__all__ = ["ConfigError", "str2bool", "optional", "get_parser", "parse_config", "config_dict", "config_yaml",
+           "dump_config", "parse_curriculum", "GROUPS"]
+
+_NONE = ("none", "null", "~", "")
+
+
+def str2bool(value):
+    """``true/false/yes/no/on/off/1/0`` (any case) -> bool."""
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v in ("true", "yes", "on", "1"):
+        return True
+    if v in ("false", "no", "off", "0"):
+        return False
+    raise configargparse.ArgumentTypeError(f"expected a boolean (true or false), got {value!r}")
+
+
+def optional(kind):
+    """Converter: ``none``/``null``/empty -> None, else ``kind(value)``."""
+
+    def convert(value):
+        if value is None or str(value).strip().lower() in _NONE:
+            return None
+        return kind(value)
+
+    convert.__name__ = f"optional_{getattr(kind, '__name__', 'value')}"
+    return convert
+
+
+def _positive_int(value):
+    v = int(value)
+    if v <= 0:
+        raise configargparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return v
+
+
+def _nonneg_int(value):
+    v = int(value)
+    if v < 0:
+        raise configargparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
+    return v
+
+
+def _unit_float(value):
+    v = float(value)
+    if not 0.0 <= v <= 1.0:
+        raise configargparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}")
+    return v
+
+
+def _curriculum(value):
+    value = optional(str)(value)
+    if value is not None:
+        try:
+            parse_curriculum(value)
+        except ConfigError as exc:
+            raise configargparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+# (group, key, converter, default, help). The order is the order of --print_config.
+_KEYS = [
+    ("model", "hidden", _positive_int, 500, "BLSTM units per direction (paper: 500)"),
+    ("model", "layers", _positive_int, 4, "number of BLSTM layers (paper: 4)"),
+    ("model", "emb_dim", _positive_int, 20, "D, embedding dimension per T-F bin (paper: 20)"),
+    ("model", "dropout", _unit_float, 0.0, "dropout between layers (MIREX system: 0.2)"),
+    ("model", "batch_norm", str2bool, False,
+     "sequence-wise batch norm of each BLSTM's input-to-hidden transform (MIREX system); "
+     "statistics are per process under DDP"),
+    ("model", "mask_activation", str, "softmax", "MI head non-linearity: softmax (paper) or sigmoid"),
+    ("objective", "alpha", _unit_float, 0.1,
+     "Chimera weight of the DC objective, Eq. (4): 1 = DC only, 0 = MI only (only the heads the "
+     "objective uses are built)"),
+    ("objective", "mi_loss", str, "msa", "MI objective: msa (Eq. 2) or mmsa (Eq. 3)"),
+    ("objective", "silence_db", optional(float), 40.0,
+     "DC loss ignores bins this many dB below the segment's peak; none = weigh all bins"),
+    ("optimisation", "optimizer", str, "rmsprop", "rmsprop (paper) or adam"),
+    ("optimisation", "lr", float, 1e-3, "initial learning rate"),
+    ("optimisation", "weight_decay", float, 0.0, "L2 weight decay"),
+    ("optimisation", "grad_clip", optional(float), 5.0, "clip the global gradient norm to this; none = no clipping"),
+    ("optimisation", "batch_size", _positive_int, 16,
+     "GLOBAL batch size (segments per step over all processes); must divide by the number of processes"),
+    ("optimisation", "epochs", _positive_int, 100, "maximum number of epochs (all curriculum stages together)"),
+    ("optimisation", "patience", optional(_positive_int), 10,
+     "early stopping: end the curriculum stage (the last one: training) after this many epochs "
+     "without a better validation loss; none = never"),
+    ("optimisation", "lr_patience", _nonneg_int, 3,
+     "reduce the learning rate after this many epochs without a better validation loss"),
+    ("optimisation", "lr_factor", float, 0.5, "learning-rate reduction factor"),
+    ("optimisation", "min_lr", float, 1e-6, "learning rate floor"),
+    ("segments", "segment_frames", _positive_int, 100, "training segment length in frames (paper: 100)"),
+    ("segments", "curriculum", _curriculum, None,
+     "curriculum as FRAMES:EPOCHS stages, e.g. '100:30,500' (MIREX: 100-frame segments, then 500); "
+     "the last stage may omit EPOCHS (runs to 'epochs'); overrides segment_frames; none = off"),
+    ("segments", "valid_segment_frames", optional(_positive_int), None,
+     "validation segment length, fixed for the whole run so that losses compare across epochs; "
+     "none = the last curriculum stage's length (or segment_frames)"),
+    ("data", "num_workers", _nonneg_int, 2, "DataLoader worker processes per training process"),
+    ("data", "pin_memory", str2bool, True, "pinned host memory for batches (used on CUDA only)"),
+    ("data", "prefetch_factor", _positive_int, 4, "batches each worker loads ahead"),
+    ("runtime", "seed", int, 0, "random seed: weights, data order (a function of seed and epoch), dropout"),
+    ("runtime", "keep_last_n", _positive_int, 3, "resume checkpoints kept (checkpoints/ckpt-epoch<N>.pt)"),
+    ("runtime", "log_interval", _positive_int, 50, "steps between train.log lines and TensorBoard scalars"),
+    ("runtime", "dtype", str, "float32", "float32, or bfloat16 (autocast of the network; losses stay float32)"),
+    ("runtime", "device", str, "auto", "auto (cuda when available), cpu or cuda"),
+    ("runtime", "tensorboard", str2bool, True, "write TensorBoard events to <outdir>/tensorboard"),
+    ("runtime", "tb_example_frames", _positive_int, 500,
+     "frames of the fixed validation example drawn and played in TensorBoard"),
+    ("runtime", "max_steps_per_epoch", optional(_positive_int), None,
+     "cut every epoch after this many steps (quick tests); none = full epochs"),
+    ("runtime", "max_valid_batches", optional(_positive_int), None,
+     "validate on at most this many batches per process; none = all"),
+    ("paths", "train_dump", optional(str), None, "training feature dump (dump/<feat_tag>/<set>, with cmvn.ark)"),
+    ("paths", "valid_dump", optional(str), None, "validation feature dump"),
+    ("paths", "valid_data", optional(str), None,
+     "validation data dir (data/<set>): mixture audio for the TensorBoard audio examples; none = no audio"),
+    ("paths", "outdir", optional(str), None, "experiment dir exp/<tag>"),
+    ("paths", "resume", str, "auto",
+     "auto = continue from the newest valid checkpoint in <outdir>/checkpoints (if any); "
+     "none = start fresh (refused if checkpoints exist); or a checkpoint file"),
+]
+CHOICES = {"mask_activation": ("softmax", "sigmoid"), "mi_loss": ("msa", "mmsa"), "optimizer": ("rmsprop", "adam"),
+           "dtype": ("float32", "bfloat16"), "device": ("auto", "cpu", "cuda")}
+GROUPS = {}
+for _g, _k, *_ in _KEYS:
+    GROUPS.setdefault(_g, []).append(_k)
+REQUIRED = ("train_dump", "valid_dump", "outdir")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML loader that resolves only booleans and null; every other scalar stays text.
+
+    The keys' own converters then read the text, so YAML 1.1 surprises cannot happen
+    (``100:10`` is not the base-60 integer 6010, ``0123`` is not octal).
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:null")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+class _StrictYAML(configargparse.YAMLConfigFileParser):
+    """YAML parser that rejects unknown keys (naming key and file) and keeps null and booleans."""
+
+    known = frozenset()  # set once from _KEYS below
+
+    def parse(self, stream):
+        name = getattr(stream, "name", "config")
+        try:
+            data = yaml.load(stream, Loader=_Loader)  # noqa: S506 (a safe loader)
+        except yaml.YAMLError as exc:
+            raise configargparse.ConfigFileParserException(f"{name}: not valid YAML ({str(exc).splitlines()[0]})")
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise configargparse.ConfigFileParserException(f"{name}: expected a mapping of key: value lines")
+        out = {}
+        for key, value in data.items():
+            key = str(key)
+            if key not in self.known:
+                close = difflib.get_close_matches(key, sorted(self.known), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise configargparse.ConfigFileParserException(f"{name}: unknown key {key!r}{hint}")
+            if isinstance(value, (list, dict)):
+                raise configargparse.ConfigFileParserException(f"{name}: key {key!r} needs a single value")
+            if value is None:
+                out[key] = "none"
+            elif isinstance(value, bool):
+                out[key] = "true" if value else "false"
+            else:
+                out[key] = str(value)
+        return out
+
+
+_StrictYAML.known = frozenset(k for _, k, *_ in _KEYS)
+
+
+class _ArgParser(configargparse.ArgParser):
+    def error(self, message):
+        # One line (no usage block): the message names the key or file at fault.
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def get_parser(prog="sepkit.bin.train"):
+    """The training parser: ``--config FILE`` plus one option per key of :data:`_KEYS`."""
+    parser = _ArgParser(
+        prog=prog, config_file_parser_class=_StrictYAML,
+        description="Train a DC / MI / Chimera network on feature dumps (single process, or one process per "
+                    "GPU under torchrun; see utils/train.sh). Every option is also a YAML key of --config.",
+        formatter_class=configargparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", is_config_file=True, help="YAML file of the keys below (command line wins)")
+    parser.add_argument("--print_config", "--print-config", action="store_true",
+                        help="print every key with its default as YAML and exit")
+    groups = {}
+    for group, key, conv, default, text in _KEYS:
+        if group not in groups:
+            groups[group] = parser.add_argument_group(group)
+        names = [f"--{key}"] + ([f"--{key.replace('_', '-')}"] if "_" in key else [])
+        kw = dict(type=conv, default=default, help=text, metavar=key.upper())
+        if conv is str2bool:
+            kw.update(nargs="?", const=True, metavar="BOOL")
+        if key in CHOICES:
+            kw["choices"] = CHOICES[key]
+            kw.pop("metavar")
+        groups[group].add_argument(*names, **kw)
+    return parser
+
+
+def parse_config(argv=None, parser=None, require_paths=True):
+    """Parse ``argv``; returns an ``argparse.Namespace`` of every key (``print_config`` exits).
+
+    Raises ``SystemExit`` with a one-line message on bad values or combinations.
+    """
+    parser = parser or get_parser()
+    args = parser.parse_args(argv)
+    if args.print_config:
+        sys.stdout.write(default_config_yaml())
+        raise SystemExit(0)
+    missing = [k for k in REQUIRED if require_paths and getattr(args, k) is None]
+    if missing:
+        parser.error("missing " + ", ".join(f"--{k}" for k in missing))
+    try:
+        check_config(vars(args))
+    except ConfigError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def check_config(conf):
+    """Cross-key checks (value ranges per key are done by the converters).
+
+    A curriculum whose stages all have epoch counts is simply cut at ``epochs``; one whose last
+    stage runs "until epochs" must leave it at least one epoch.
+    """
+    stages = parse_curriculum(conf["curriculum"])
+    if stages is not None and stages[-1][1] is None:
+        if sum(e for _, e in stages[:-1]) >= conf["epochs"]:
+            raise ConfigError(f"curriculum {conf['curriculum']!r} leaves no epochs for its last stage "
+                              f"with epochs={conf['epochs']}")
+
+
+def config_dict(args):
+    """The resolved configuration as a plain dict in ``--print_config`` order."""
+    conf = vars(args) if not isinstance(args, dict) else args
+    return {k: conf[k] for _, k, *_ in _KEYS}
+
+
+def config_yaml(conf, comments=False):
+    """YAML text of a configuration dict, grouped by section (help text as comments if asked)."""
+    helps = {k: h for _, k, _, _, h in _KEYS}
+    lines = []
+    for group, keys in GROUPS.items():
+        lines.append(f"# --- {group} ---")
+        for key in keys:
+            if comments:
+                lines.append(f"# {helps[key]}")
+            lines.append(yaml.safe_dump({key: conf[key]}, default_flow_style=False, width=1000).rstrip("\n"))
+    return "\n".join(lines) + "\n"
+
+
+def default_config_yaml():
+    return config_yaml({k: d for _, k, _, d, _ in _KEYS}, comments=True)
+
+
+def dump_config(path, args):
+    """Write the resolved configuration atomically to ``path`` (a valid ``--config`` file)."""
+    from sepkit.audio import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write("# resolved training configuration (written by sepkit.bin.train)\n")
+            f.write(config_yaml(config_dict(args)))
