@@ -1,0 +1,238 @@
+"""Separate audio files into vocals and accompaniment with a trained or exported model.
+
+Usage::
+
+    sepkit-separate --model MODEL --outdir OUT [options] FILE [FILE ...]
+    python -m sepkit.bin.separate --model exp/chimera --outdir sep --head dc song.flac
+
+MODEL is an ``exp/<tag>`` directory or a file written by ``sepkit-export``. Each FILE (wav, flac,
+anything the installed libsndfile decodes; any sample rate, channel count and length) gives
+``OUT/<FILE name without extension>/<source>.wav`` (``vocals.wav``, ``accompaniment.wav``) at the
+input's sample rate, channel count and length (stereo: masks estimated on the mono downmix, applied
+to each channel), 32-bit float WAV unless ``--subtype``. As in the paper, inputs are resampled to
+the model's rate (16 kHz) and the estimates back, so they hold nothing above its Nyquist frequency;
+``--residual`` makes the accompaniment the input minus the vocals instead (full band, and the two
+outputs sum to the input).
+
+A file that cannot be separated (missing, empty, truncated, not audio, NaN/inf samples, zero
+channels, output not writable, output exists without ``--overwrite``) gets one line on stderr
+naming it and the problem and leaves no output; the other files are still separated and the exit
+status is 1 at the end (at once with ``--fail-fast``). Each output directory appears complete or
+not at all (both files are written into a hidden temporary directory that is then renamed).
+"""
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sepkit.audio import AudioError, read_audio, write_audio
+
+PROG = "sepkit-separate"
+logger = logging.getLogger("sepkit.bin.separate")
+
+
+class FileError(Exception):
+    """One input that failed; the message names the file and the problem."""
+
+
+def get_parser():
+    from sepkit.separate import DC_MEMORY_MB, DEFAULT_BATCH, DEFAULT_OVERLAP
+
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files to separate")
+    p.add_argument("--model", required=True, help="exp/<tag> directory or exported model file")
+    p.add_argument("--outdir", required=True, help="output directory (OUT/<name>/<source>.wav)")
+    p.add_argument("--head", choices=["mi", "dc"], default=None,
+                   help="mask-inference or deep-clustering (k-means) head (default: mi when the model has it)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (cpu)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="network precision; auto = bfloat16 on CUDA or CPUs with AMX/avx512_bf16 (auto)")
+    p.add_argument("--segment", type=int, default=None, metavar="FRAMES",
+                   help="frames per segment (default: the model's training segment length, else 100)")
+    p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                   help=f"fraction of a segment shared by neighbours, in [0, 1) ({DEFAULT_OVERLAP})")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"segments per network call ({DEFAULT_BATCH})")
+    p.add_argument("--dc-memory-mb", type=float, default=DC_MEMORY_MB,
+                   help=f"DC embeddings kept in memory up to this size, else two passes ({DC_MEMORY_MB})")
+    p.add_argument("--residual", action="store_true",
+                   help="accompaniment = input - vocals at the input's rate: keeps the band above the model's "
+                        "Nyquist frequency (8 kHz) in the accompaniment; outputs sum to the input")
+    p.add_argument("--subtype", default="FLOAT", help="soundfile subtype of the outputs: FLOAT, PCM_16, PCM_24 (FLOAT)")
+    p.add_argument("--num-threads", type=int, default=0, help="torch CPU threads; 0 = torch's default (0)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output directories")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first file that fails")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    return p
+
+
+def error(msg):
+    print(f"{PROG}: error: {msg}", file=sys.stderr, flush=True)
+
+
+def check_complete(path):
+    """Raise :class:`AudioError` for a RIFF/WAVE file whose data chunk is cut short.
+
+    libsndfile silently reads what is there, so a truncated WAV would be separated as a shorter
+    song; a declared data size larger than the bytes left in the file means a partial copy.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return
+            size = os.fstat(f.fileno()).st_size
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return
+                n = int.from_bytes(chunk[4:], "little")
+                if chunk[:4] == b"data":
+                    left = size - f.tell()
+                    if 0 < n < 0xFFFFFFFF and n > left:  # 0 / 0xFFFFFFFF: length unknown (streamed)
+                        raise AudioError(f"{path}: truncated audio: data chunk declares {n} bytes, file has {left}")
+                    return
+                f.seek(n + (n & 1), os.SEEK_CUR)
+    except OSError:
+        return  # read_audio reports unreadable files
+
+
+def check_outdir(outdir):
+    """Create ``outdir`` and prove it writable; one-line :class:`FileError` otherwise."""
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryDirectory(prefix=".sepkit-check.", dir=outdir).cleanup()
+    except OSError as exc:
+        raise FileError(f"{outdir}: output directory cannot be written ({exc.strerror or exc})") from None
+
+
+def plan_outputs(files, outdir, overwrite):
+    """``[(input, output dir or FileError)]``; outputs named after the input without its extension."""
+    seen, plan = {}, []
+    for f in files:
+        name = Path(f).stem or Path(f).name
+        dest = outdir / name
+        if name in seen:
+            plan.append((f, FileError(f"{f}: output {dest} would also be written by {seen[name]}; rename one")))
+            continue
+        seen[name] = f
+        if (dest.exists() or dest.is_symlink()) and not overwrite:
+            plan.append((f, FileError(f"{f}: output {dest} exists (use --overwrite to replace it)")))
+            continue
+        plan.append((f, dest))
+    return plan
+
+
+def write_outputs(dest, estimates, sample_rate, subtype, overwrite):
+    """Write ``{source: (C, N)}`` into ``dest`` so that it appears complete or not at all."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    old = None
+    try:
+        for name, wav in estimates.items():
+            write_audio(tmp / f"{name}.wav", wav, sample_rate, subtype=subtype)
+        if dest.exists() or dest.is_symlink():
+            if not overwrite:
+                raise FileError(f"{dest}: exists (use --overwrite to replace it)")
+            old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
+            os.rename(dest, old)
+        os.rename(tmp, dest)
+    except BaseException:
+        if old is not None and not dest.exists():
+            os.rename(old, dest)  # put the previous outputs back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+
+
+def separate_file(sep, path, dest, args):
+    from sepkit.separate import SeparationError
+
+    t0 = time.perf_counter()
+    check_complete(path)
+    wav, sr = read_audio(path)
+    try:
+        est = sep.separate(wav, sr, head=args.head)
+    except SeparationError as exc:
+        raise FileError(f"{path}: {exc}") from None
+    channels, dur = wav.shape[0], wav.shape[-1] / sr
+    del wav  # long files: free the input before the outputs are written
+    try:
+        write_outputs(dest, est, sr, args.subtype, args.overwrite)
+    except OSError as exc:
+        raise FileError(f"{path}: cannot write {dest} ({exc.strerror or exc})") from None
+    except AudioError as exc:
+        raise FileError(f"{path}: {exc}") from None
+    el = time.perf_counter() - t0
+    logger.info("%s: %.1f s, %d ch, %d Hz -> %s (%.1f s, real-time factor %.3f)", path, dur, channels, sr, dest,
+                el, el / dur)
+
+
+def load_separator(args):
+    from sepkit import Separator
+    from sepkit.model_io import ModelFileError
+    from sepkit.separate import SeparationError
+
+    try:
+        sep = Separator.from_pretrained(args.model, device=args.device, dtype=args.dtype, segment_frames=args.segment,
+                                        overlap=args.overlap, batch_size=args.batch_size,
+                                        dc_memory_mb=args.dc_memory_mb, residual=args.residual,
+                                        progress=not args.no_progress)
+    except (ModelFileError, SeparationError) as exc:
+        raise FileError(str(exc)) from None
+    except (RuntimeError, KeyError, TypeError) as exc:  # weights that do not fit the settings, bad device
+        raise FileError(f"{args.model}: cannot build the model ({str(exc).strip().splitlines()[0]})") from None
+    if args.head is not None and args.head not in sep.heads:
+        raise FileError(f"{args.model}: the model has no trained {args.head} head (heads: {' '.join(sep.heads)})")
+    return sep
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format=f"{PROG}: %(message)s")
+    if args.segment is not None and args.segment < 1:
+        error(f"--segment must be at least 1 frame, got {args.segment}")
+        return 2
+    import torch
+
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
+    outdir = Path(args.outdir)
+    try:
+        check_outdir(outdir)
+        sep = load_separator(args)
+    except FileError as exc:
+        error(exc)
+        return 1
+    failed = 0
+    for path, dest in plan_outputs(args.files, outdir, args.overwrite):
+        try:
+            if isinstance(dest, FileError):
+                raise dest
+            separate_file(sep, path, dest, args)
+        except (FileError, AudioError) as exc:
+            error(exc)
+        except Exception as exc:  # a bug or an exhausted device must not take the other files down
+            first = (str(exc).strip().splitlines() or [""])[0]
+            error(f"{path}: separation failed ({type(exc).__name__}{': ' + first if first else ''})")
+        else:
+            continue
+        failed += 1
+        if args.fail_fast:
+            return 1
+    if failed:
+        logger.warning("%d of %d files failed", failed, len(args.files))
+    return 1 if failed else 0
+
+
+def console_main():
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()
