@@ -95,7 +95,7 @@ def test_refuses_overwrite_and_foreign_options(tmp_path, capsys):
     assert (out / "dsd100_dev" / "wav.scp").read_text() == before
     assert _run(["--corpus", "dsd100", "--hq", root, out]) == 2
     assert "--hq does not apply to --corpus dsd100" in capsys.readouterr().err
-    assert sorted(CORPORA) == ["dsd100", "ikala", "mir1k", "musdb18"]
+    assert sorted(CORPORA) == ["dsd100", "folder", "ikala", "mir1k", "musdb18"]
 
 
 # ---------------------------------------------------------------------------------------- iKala / MIR-1K

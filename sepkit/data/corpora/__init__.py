@@ -120,10 +120,11 @@ def pick_held_out(groups, fraction, seed, what, where):
 
 
 # Imported last: the corpus modules use the helpers above.
-from sepkit.data.corpora import dsd100, ikala, mir1k, musdb18  # noqa: E402
+from sepkit.data.corpora import dsd100, folder, ikala, mir1k, musdb18  # noqa: E402
 
 CORPORA = {
     "dsd100": dsd100.prepare,
+    "folder": folder.prepare,
     "ikala": ikala.prepare,
     "mir1k": mir1k.prepare,
     "musdb18": musdb18.prepare,

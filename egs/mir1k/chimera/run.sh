@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# MIR-1K (Hsu & Jang 2010) -> Chimera network -> separation of unseen singers -> GNSDR/GSIR/GSAR, SI-SDRi,
+# beside the oracle mel masks. The split is that of Huang et al. 2014 (the MIR-1K benchmark): train on the
+# clips of abjones and amy, test on every clip of every other singer present.
+#
+#   ./run.sh --mir1k /db/MIR-1K                               # everything, CPU configuration (~45 min training)
+#   ./run.sh --mir1k /db/MIR-1K --ngpu 1 --train_config conf/tuning/train_chimera_gpu.yaml   # paper-size net
+#   ./run.sh --mir1k /db/MIR-1K --stage 4 --head mi           # separate and score again with the MI head
+#
+# Stages (each skips work already done and says so; --overwrite true redoes it):
+#   0  data preparation: MIR-1K (Wavfile/<singer>_<song>_<n>.wav, 16 kHz stereo, left = accompaniment,
+#      right = voice; mixture = left + right) -> data/mir1k_train, data/mir1k_valid (--valid_fraction of
+#      the training singers' songs), data/mir1k_test (all other singers)
+#   1  augmentation (--aug_hours > 0): 0 dB remixes of the training clips' voices with the accompaniment
+#      of ANOTHER clip (silence removed, random offsets; sepkit.bin.remix --cross-song) added to them ->
+#      data/mir1k_train_aug<H>h = mir1k_train + mir1k_train_remix<H>h
+#   2  features (conf/feats.yaml: 16 kHz, 512/128, mel 150 + deltas) of the training and validation sets,
+#      CMVN of the training set -> dump/<feat tag>/
+#   3  training with --train_config -> exp/<tag>/
+#   4  separation of data/mir1k_test with the --head head(s) -> exp/<tag>/separate_mir1k_test_<head>/
+#   5  scoring (GNSDR/GSIR/GSAR = BSS eval v3 length-weighted means, SI-SDRi) -> exp/<tag>/score_*/,
+#      reference rows (oracle mel IBM, oracle mel Wiener-like mask, the mixture itself) ->
+#      exp/oracle_<feat tag>/score_*/, table of everything -> exp/RESULTS.md
+# Same shared stage scripts as egs/dsd100/chimera (utils/); only the data preparation differs.
+
+stage=0               # first stage to run
+stop_stage=100        # last stage to run
+mir1k=                # MIR-1K root (holds Wavfile/)
+train_singers=abjones,amy  # training singers (Huang et al. 2014); every other singer is the test set
+valid_fraction=0.1    # fraction of the training singers' songs held out for validation (by song)
+aug_hours=2           # hours of cross-clip 0 dB remixes added to the training clips; 0 = no augmentation
+aug_segment_seconds=4 # length of each remixed training mixture (s)
+seed=0                # seed of the validation split and the remixes
+ngpu=0                # GPUs for training; 0 = CPU
+nj=2                  # parallel jobs of feature extraction, separation and scoring
+train_config=conf/tuning/train_chimera_cpu.yaml  # training config (conf/tuning/)
+feat_conf=            # feature settings; empty = the one paired with --train_config, else conf/feats.yaml
+tag=                  # experiment name exp/<tag>; empty = the name of --train_config
+head=both             # head(s) to separate and score with: mi, dc or both
+separate_opts="--segment-frames 2000"  # options of sepkit.bin.separate_data; 2000 frames = whole clips (<= 16 s)
+train_args=           # more options of python -m sepkit.bin.train, override the config, e.g. "--epochs 5"
+inference_ngpu=0      # separate on a GPU (1) or on the CPU (0)
+score_bss=true        # also BSS eval v3 (GNSDR/GSIR/GSAR); false = SI-SDRi only
+oracle=true           # score the oracle-mask and mixture reference rows in stage 5
+overwrite=false       # redo the stages that are run even if they are done
+
+. ./path.sh || exit 1
+. ./cmd.sh || exit 1
+. utils/parse_options.sh
+set -euo pipefail
+. utils/lib.sh
+
+[ -n "${feat_conf}" ] || feat_conf=$(utils/feat_conf_of.sh "${train_config}" conf/feats.yaml)
+feat_tag=$(basename "${feat_conf}" .yaml)
+dumpdir=dump/${feat_tag}
+[ -n "${tag}" ] || tag=$(basename "${train_config}" .yaml)
+expdir=exp/${tag}
+if [ "${aug_hours}" = 0 ]; then
+  train_set=mir1k_train
+else
+  train_set=mir1k_train_aug${aug_hours}h
+fi
+
+if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
+  log "Stage 0: data preparation: MIR-1K at '${mir1k}', training singers ${train_singers} -> data/mir1k_{train,valid,test}"
+  [ -n "${mir1k}" ] || { log "--mir1k DIR is required for stage 0"; exit 1; }
+  utils/prepare_data.sh --corpus mir1k --overwrite "${overwrite}" \
+    --prepare-opts "--train-singers ${train_singers} --valid-fraction ${valid_fraction} --seed ${seed}" \
+    "${mir1k}" data mir1k_train mir1k_valid mir1k_test
+fi
+
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ] && [ "${aug_hours}" != 0 ]; then
+  log "Stage 1: augmentation: ${aug_hours} h of cross-clip 0 dB remixes of data/mir1k_train -> data/${train_set}"
+  utils/remix.sh --mode train --overwrite "${overwrite}" \
+    --remix-opts "--hours ${aug_hours} --valid-hours 0 --segment-seconds ${aug_segment_seconds} --cross-song --seed ${seed} --train-name mir1k_train_remix${aug_hours}h" \
+    data/mir1k_train data "mir1k_train_remix${aug_hours}h"
+  local/combine_data.sh "data/${train_set}" data/mir1k_train "data/mir1k_train_remix${aug_hours}h"
+fi
+
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+  log "Stage 2: features (${feat_conf}) of ${train_set} and mir1k_valid in ${nj} jobs -> ${dumpdir}"
+  for x in "${train_set}" mir1k_valid; do
+    utils/compute_feats.sh --nj "${nj}" --cmd "${train_cmd}" --feat-conf "${feat_conf}" --overwrite "${overwrite}" \
+      "data/${x}" "${dumpdir}/${x}"
+  done
+  python -m sepkit.bin.compute_cmvn "${dumpdir}/${train_set}"
+fi
+
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+  log "Stage 3: training ${train_config} on ${ngpu} GPU(s) -> ${expdir}"
+  utils/train_exp.sh --ngpu "${ngpu}" --cmd "${cuda_cmd}" --train-args "${train_args}" --valid-data data/mir1k_valid \
+    --overwrite "${overwrite}" "${train_config}" "${dumpdir}/${train_set}" "${dumpdir}/mir1k_valid" "${expdir}"
+fi
+
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+  log "Stage 4: separation of mir1k_test with head(s) ${head} of ${expdir}"
+  utils/separate.sh --nj "${nj}" --cmd "${decode_cmd}" --head "${head}" --ngpu "${inference_ngpu}" \
+    --separate-opts "${separate_opts}" --overwrite "${overwrite}" "${expdir}" data/mir1k_test "${expdir}"
+fi
+
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+  log "Stage 5: scoring mir1k_test (GNSDR/GSIR/GSAR, SI-SDRi) and the oracle rows; table in exp/RESULTS.md"
+  utils/score.sh --nj "${nj}" --cmd "${decode_cmd}" --head "${head}" --bss "${score_bss}" \
+    --overwrite "${overwrite}" data/mir1k_test "${expdir}"
+  if "${oracle}"; then
+    utils/score_oracle.sh --nj "${nj}" --cmd "${decode_cmd}" --bss "${score_bss}" --overwrite "${overwrite}" \
+      "${feat_conf}" data/mir1k_test "exp/oracle_${feat_tag}"
+  fi
+  python -m sepkit.bin.show_results --title "egs/mir1k/chimera results (mir1k_test: singers other than ${train_singers})" \
+    --out exp/RESULTS.md exp
+fi
+log "Finished stages ${stage}-${stop_stage} of $0"

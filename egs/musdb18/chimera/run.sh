@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# MUSDB18 / MUSDB18-HQ -> Chimera network (vocals vs accompaniment) -> separation of the test tracks ->
+# BSS eval v4 medians (the MUSDB18 convention) beside BSS eval v3 GNSDR/GSIR/GSAR, SI-SDRi and oracle rows.
+#
+#   ./run.sh --musdb /db/musdb18                      # .stem.mp4 files (decoded once with PyAV)
+#   ./run.sh --musdb /db/musdb18hq --hq true          # MUSDB18-HQ wav folders
+#   ./run.sh --musdb ../../../../shared/data/musdb18-7s --holdout_test 4   # the 7-s sample set (train/ only)
+#
+# Stages (each skips work already done and says so; --overwrite true redoes it):
+#   0  data preparation: {train,test}/*.stem.mp4 (streams 0 mixture, 1 drums, 2 bass, 3 other, 4 vocals) or
+#      MUSDB18-HQ {train,test}/<track>/*.wav -> data/musdb18_train, data/musdb18_valid (--valid_fraction of
+#      train), data/musdb18_test; sources vocals and accompaniment = drums + bass + other. With
+#      --holdout_test N (a corpus without test/), N train tracks become the test set (corpus/ holds links).
+#   1  augmentation (--aug_hours > 0): 0 dB remixes of vocals with another track's accompaniment
+#      (silence removed, 16 kHz mono; sepkit.bin.remix --cross-song) added to the training tracks
+#   2  features (conf/feats.yaml) of the training and validation sets, CMVN -> dump/<feat tag>/
+#   3  training with --train_config -> exp/<tag>/
+#   4  separation of data/musdb18_test (stereo, 44.1 kHz out) -> exp/<tag>/separate_musdb18_test_<head>/
+#   5  scoring: BSS eval v4 (images, 1 s frames, median over frames then tracks) -> score_*/result_v4.json,
+#      BSS eval v3 + SI-SDRi -> score_*/result.json; the same for the oracle mel masks and the mixture
+#      (exp/oracle_<feat tag>/); tables exp/RESULTS_v4.md and exp/RESULTS.md
+# Same shared stage scripts as egs/dsd100/chimera (utils/); only the data preparation differs.
+
+stage=0               # first stage to run
+stop_stage=100        # last stage to run
+musdb=                # MUSDB18 root (holds train/ and test/)
+hq=false              # MUSDB18-HQ layout (wav folders) instead of .stem.mp4 files
+holdout_test=0        # corpus without test/ (the 7-s sample set): hold out this many train tracks as the test set
+valid_fraction=0.1    # fraction of the training tracks held out for validation
+mixture=file          # mixture: file (the official mixture) or sum (sum of the four stems)
+aug_hours=0           # hours of cross-track 0 dB remixes added to the training tracks; 0 = none
+aug_segment_seconds=4 # length of each remixed training mixture (s)
+seed=0                # seed of the validation split and the remixes
+ngpu=0                # GPUs for training; 0 = CPU
+nj=2                  # parallel jobs of feature extraction, separation and scoring
+train_config=conf/tuning/train_chimera_cpu.yaml  # training config (conf/tuning/)
+feat_conf=            # feature settings; empty = the one paired with --train_config, else conf/feats.yaml
+tag=                  # experiment name exp/<tag>; empty = the name of --train_config
+head=both             # head(s) to separate and score with: mi, dc or both
+separate_opts=        # options of sepkit.bin.separate_data, e.g. "--segment-frames 2000" (default: training length)
+train_args=           # more options of python -m sepkit.bin.train, override the config, e.g. "--epochs 5"
+inference_ngpu=0      # separate on a GPU (1) or on the CPU (0)
+score_bss=true        # also BSS eval v3 (GNSDR/GSIR/GSAR) in result.json; false = SI-SDRi only
+oracle=true           # score the oracle-mask and mixture reference rows in stage 5
+overwrite=false       # redo the stages that are run even if they are done
+
+. ./path.sh || exit 1
+. ./cmd.sh || exit 1
+. utils/parse_options.sh
+set -euo pipefail
+. utils/lib.sh
+
+[ -n "${feat_conf}" ] || feat_conf=$(utils/feat_conf_of.sh "${train_config}" conf/feats.yaml)
+feat_tag=$(basename "${feat_conf}" .yaml)
+dumpdir=dump/${feat_tag}
+[ -n "${tag}" ] || tag=$(basename "${train_config}" .yaml)
+expdir=exp/${tag}
+if [ "${aug_hours}" = 0 ]; then
+  train_set=musdb18_train
+else
+  train_set=musdb18_train_aug${aug_hours}h
+fi
+
+if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
+  log "Stage 0: data preparation: MUSDB18 (hq=${hq}) at '${musdb}' -> data/musdb18_{train,valid,test}"
+  [ -n "${musdb}" ] || { log "--musdb DIR is required for stage 0"; exit 1; }
+  root=${musdb}
+  if [ "${holdout_test}" -gt 0 ]; then
+    root=corpus/musdb18_holdout${holdout_test}
+    local/holdout_test.sh "${musdb}" "${holdout_test}" "${root}"
+  fi
+  opts="--valid-fraction ${valid_fraction} --seed ${seed} --mixture ${mixture}"
+  ${hq} && opts="--hq ${opts}"
+  utils/prepare_data.sh --corpus musdb18 --overwrite "${overwrite}" --prepare-opts "${opts}" \
+    "${root}" data musdb18_train musdb18_valid musdb18_test
+fi
+
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ] && [ "${aug_hours}" != 0 ]; then
+  log "Stage 1: augmentation: ${aug_hours} h of cross-track 0 dB remixes of data/musdb18_train -> data/${train_set}"
+  utils/remix.sh --mode train --overwrite "${overwrite}" \
+    --remix-opts "--hours ${aug_hours} --valid-hours 0 --segment-seconds ${aug_segment_seconds} --cross-song --seed ${seed} --train-name musdb18_train_remix${aug_hours}h" \
+    data/musdb18_train data "musdb18_train_remix${aug_hours}h"
+  local/combine_data.sh "data/${train_set}" data/musdb18_train "data/musdb18_train_remix${aug_hours}h"
+fi
+
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+  log "Stage 2: features (${feat_conf}) of ${train_set} and musdb18_valid in ${nj} jobs -> ${dumpdir}"
+  for x in "${train_set}" musdb18_valid; do
+    utils/compute_feats.sh --nj "${nj}" --cmd "${train_cmd}" --feat-conf "${feat_conf}" --overwrite "${overwrite}" \
+      "data/${x}" "${dumpdir}/${x}"
+  done
+  python -m sepkit.bin.compute_cmvn "${dumpdir}/${train_set}"
+fi
+
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+  log "Stage 3: training ${train_config} on ${ngpu} GPU(s) -> ${expdir}"
+  utils/train_exp.sh --ngpu "${ngpu}" --cmd "${cuda_cmd}" --train-args "${train_args}" --valid-data data/musdb18_valid \
+    --overwrite "${overwrite}" "${train_config}" "${dumpdir}/${train_set}" "${dumpdir}/musdb18_valid" "${expdir}"
+fi
+
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+  log "Stage 4: separation of musdb18_test with head(s) ${head} of ${expdir}"
+  utils/separate.sh --nj "${nj}" --cmd "${decode_cmd}" --head "${head}" --ngpu "${inference_ngpu}" \
+    --separate-opts "${separate_opts}" --overwrite "${overwrite}" "${expdir}" data/musdb18_test "${expdir}"
+fi
+
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+  log "Stage 5: scoring musdb18_test: BSS eval v4 medians, BSS eval v3 and SI-SDRi, oracle rows; exp/RESULTS_v4.md, exp/RESULTS.md"
+  local/score_v4.sh --nj "${nj}" --cmd "${decode_cmd}" --head "${head}" --overwrite "${overwrite}" data/musdb18_test "${expdir}"
+  utils/score.sh --nj "${nj}" --cmd "${decode_cmd}" --head "${head}" --bss "${score_bss}" \
+    --overwrite "${overwrite}" data/musdb18_test "${expdir}"
+  if "${oracle}"; then
+    oracle_overwrite=
+    ${overwrite} && oracle_overwrite=--overwrite
+    python -m sepkit.bin.oracle --feat-conf "${feat_conf}" --nj "${nj}" --bss "${score_bss}" --v4 true \
+      ${oracle_overwrite} data/musdb18_test "exp/oracle_${feat_tag}"
+  fi
+  python -m sepkit.bin.score_v4 --show --out exp/RESULTS_v4.md exp
+  python -m sepkit.bin.show_results --title "egs/musdb18/chimera results (musdb18_test)" --out exp/RESULTS.md exp
+fi
+log "Finished stages ${stage}-${stop_stage} of $0"

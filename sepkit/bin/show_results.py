@@ -1,0 +1,116 @@
+"""Print the results table of every scored separation and write it to RESULTS.md.
+
+Usage::
+
+    python -m sepkit.bin.show_results [--out RESULTS.md] [--title T] EXPDIR [EXPDIR ...]
+
+Finds every ``<EXPDIR>/<tag>/score_<set>_<head>/result.json`` (written by
+``python -m sepkit.bin.score``) and prints one Markdown row per result: experiment tag, test set,
+head (``mi`` = mask inference, ``dc`` = deep clustering + k-means), SI-SDRi per source (the metric
+of the paper's Tables 2-4: length-weighted mean of the per-file SI-SDR improvement, best
+permutation per file) and BSS eval v3 GNSDR / GSIR / GSAR (MIREX, Table 1), all in dB.
+``--out ''`` only prints. A missing EXPDIR is an error; one without results prints nothing for it.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sepkit.audio import atomic_path
+
+_SHORT = {"vocals": "V", "accompaniment": "M"}  # the paper's column letters (V, M = music)
+_METRICS = (("si_sdri", "SI-SDRi"), ("gnsdr", "GNSDR"), ("gsir", "GSIR"), ("gsar", "GSAR"))
+_NOT_SOURCES = {"n_files", "seconds"}
+
+_NOTES = """\
+All numbers in dB. SI-SDRi: improvement of the scale-invariant SDR of each estimate over that of the
+mixture, best permutation per file, length-weighted mean over the set (the metric of the paper's
+Tables 2-4). GNSDR / GSIR / GSAR: BSS eval v3 (mir_eval) NSDR / SIR / SAR, length-weighted means
+(MIREX, Table 1). Head: mi = mask-inference head, dc = deep-clustering head + k-means.
+V = vocals, M = accompaniment (music)."""
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(prog="python -m sepkit.bin.show_results", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--out", default="RESULTS.md", help="Markdown file to write; '' = print only (RESULTS.md)")
+    parser.add_argument("--title", default="Results", help="heading of the Markdown file (Results)")
+    parser.add_argument("expdirs", nargs="+", help="experiment roots (e.g. exp) searched for <tag>/score_*/result.json")
+    return parser
+
+
+def split_score_dir(name):
+    """``score_<set>_<head>`` -> (set, head); set names may contain underscores."""
+    body = name[len("score_"):]
+    if "_" not in body:
+        return body, ""
+    test_set, head = body.rsplit("_", 1)
+    return test_set, head
+
+
+def collect(expdirs):
+    """[(tag, set, head, result dict)] sorted by tag, set, head. Raises SystemExit on bad files."""
+    rows = []
+    for root in expdirs:
+        root = Path(root)
+        if not root.is_dir():
+            raise SystemExit(f"show_results: {root}: no such directory")
+        for path in sorted(root.glob("*/score_*/result.json")):
+            try:
+                result = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise SystemExit(f"show_results: {path}: not a readable result.json ({exc})") from None
+            if not isinstance(result, dict):
+                raise SystemExit(f"show_results: {path}: not a result.json object")
+            test_set, head = split_score_dir(path.parent.name)
+            tag = path.parent.parent.name
+            if len(expdirs) > 1:  # say which recipe an experiment belongs to: egs/<corpus>/<recipe>/exp
+                parts = root.resolve().parts
+                recipe = "/".join(parts[-3:-1]) if root.name == "exp" and len(parts) >= 3 else str(root)
+                tag = f"{recipe}: {tag}"
+            rows.append((tag, test_set, head, result))
+    return rows
+
+
+def _fmt(v):
+    return "-" if v is None else f"{float(v):.2f}"
+
+
+def table(rows):
+    """Markdown table lines for :func:`collect`'s rows."""
+    sources = []
+    for *_, result in rows:
+        for name in result:
+            if name not in _NOT_SOURCES and isinstance(result[name], dict) and name not in sources:
+                sources.append(name)
+    header = ["exp", "set", "head"]
+    for key, label in _METRICS:
+        header += [f"{label} {_SHORT.get(s, s)}" for s in sources]
+    header += ["files", "minutes"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|"]
+    for tag, test_set, head, result in rows:
+        cells = [tag, test_set, head]
+        for key, _ in _METRICS:
+            cells += [_fmt(result.get(s, {}).get(key)) for s in sources]
+        cells += [str(result.get("n_files", "-")), f"{float(result.get('seconds', 0)) / 60:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    rows = collect(args.expdirs)
+    if not rows:
+        print(f"show_results: no score_*/result.json under {' '.join(args.expdirs)}")
+        return 0
+    lines = table(rows)
+    print("\n".join(lines))
+    if args.out:
+        text = f"# {args.title}\n\n" + "\n".join(lines) + "\n\n" + _NOTES + "\n"
+        with atomic_path(args.out) as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

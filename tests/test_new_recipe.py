@@ -1,0 +1,173 @@
+"""utils/new_recipe.sh and egs/TEMPLATE: a new recipe runs end to end once its local/songs.py is written.
+
+Also checks that the recipes made from the template share its stages (egs/folder/chimera differs
+only in its corpus options and data preparation), so a fix to a stage reaches every recipe.
+"""
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = REPO / "egs" / "TEMPLATE"
+VENV_PYTHON = REPO / "tools" / "venv" / "bin" / "python"
+needs_venv = pytest.mark.skipif(not VENV_PYTHON.exists(), reason="tools/venv not built (make venv)")
+
+# The data preparation a user writes for a corpus in a flat layout no recipe knows:
+# <corpus>/<split>/<name>.mix.flac, <name>.voice.flac, <name>.band.flac
+SONGS_PY = '''from pathlib import Path
+
+
+def find_songs(corpus_dir):
+    """<corpus>/<split>/<name>.mix.flac (mixture), <name>.voice.flac (vocals), <name>.band.flac."""
+    sets = {}
+    for split in ("train", "valid", "test"):
+        for mix in sorted((corpus_dir / split).glob("*.mix.flac")):
+            name = mix.name[:-len(".mix.flac")]
+            sets.setdefault(split, {})[name] = {
+                "mixture": str(mix.resolve()),
+                "vocals": str(mix.with_name(name + ".voice.flac").resolve()),
+                "accompaniment": str(mix.with_name(name + ".band.flac").resolve()),
+            }
+    return sets
+'''
+TINY = ["--nj", "1", "--oracle", "false", "--tag", "tiny",
+        "--train_args", "--epochs 1 --hidden 16 --layers 1 --emb_dim 8 --batch_size 4 --segment_frames 50 "
+                        "--max_steps_per_epoch 3 --num_workers 0 --tensorboard false"]
+
+
+def workspace(base):
+    """``base`` with tools/ and utils/ linked to the repository's and egs/TEMPLATE, as in a checkout."""
+    base = Path(base)
+    (base / "egs").mkdir(parents=True, exist_ok=True)
+    for name in ("tools", "utils"):
+        (base / name).symlink_to(REPO / name)
+    (base / "egs" / "TEMPLATE").symlink_to(TEMPLATE)
+    return base
+
+
+def run(cmd, cwd, timeout=600):
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"), SEPKIT_BACKEND="local")
+    return subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=timeout)
+
+
+def flat_corpus(root, seed=0):
+    rng = np.random.default_rng(seed)
+    sr = 16000
+    t = np.arange(int(2.5 * sr)) / sr
+    for split, n in (("train", 3), ("valid", 1), ("test", 2)):
+        for i in range(n):
+            f0 = rng.uniform(200, 400)
+            voice = 0.2 * np.sin(2 * np.pi * f0 * t) * (np.sin(2 * np.pi * 0.7 * t) > 0)
+            band = 0.2 * np.sin(2 * np.pi * rng.uniform(50, 90) * t) + 0.02 * rng.standard_normal(t.size)
+            name = f"{split}-take{i}"
+            (root / split).mkdir(parents=True, exist_ok=True)
+            for kind, x in (("voice", voice), ("band", band), ("mix", voice + band)):
+                sf.write(str(root / split / f"{name}.{kind}.flac"), x.astype(np.float32), sr, subtype="PCM_24")
+    return root
+
+
+def test_creates_a_recipe_and_refuses_to_overwrite(tmp_path):
+    base = workspace(tmp_path)
+    res = run([base / "utils" / "new_recipe.sh", "mycorpus"], cwd=tmp_path)
+    assert res.returncode == 0, res.stdout
+    rec = base / "egs" / "mycorpus" / "chimera"
+    for name in ("run.sh", "cmd.sh", "path.sh", "conf/feats.yaml", "conf/tuning/train_chimera_cpu.yaml",
+                 "local/data.sh", "local/data.py", "local/songs.py", ".gitignore"):
+        assert (rec / name).is_file(), name
+    assert os.readlink(rec / "utils") == "../../../utils" and (rec / "utils" / "lib.sh").is_file()
+    assert os.access(rec / "run.sh", os.X_OK) and os.access(rec / "local" / "data.sh", os.X_OK)
+    assert not (rec / "README.md").exists()
+    for path in rec.rglob("*"):
+        if path.is_file():
+            assert "@CORPUS@" not in path.read_text() and "@SYSTEM@" not in path.read_text(), path
+    assert "egs/mycorpus/chimera" in (rec / "run.sh").read_text()
+    before = (rec / "run.sh").read_text()
+    res = run([base / "utils" / "new_recipe.sh", "mycorpus", "chimera"], cwd=tmp_path)
+    assert res.returncode != 0 and "already exists; not touching it" in res.stdout
+    assert (rec / "run.sh").read_text() == before
+    for bad in (["bad name"], ["TEMPLATE"], [], ["a", "b", "c"], ["-h"]):
+        res = run([base / "utils" / "new_recipe.sh", *bad], cwd=tmp_path)
+        assert res.returncode != 0 and res.stdout.strip(), bad
+    res = run([base / "utils" / "new_recipe.sh", "other", "dc"], cwd=tmp_path)
+    assert res.returncode == 0 and (base / "egs" / "other" / "dc" / "run.sh").is_file()
+    assert not list((base / "egs").glob(".new_recipe.*"))  # no temporary dir left behind
+
+
+@needs_venv
+def test_stub_data_preparation_fails_clearly(tmp_path):
+    base = workspace(tmp_path)
+    run([base / "utils" / "new_recipe.sh", "mycorpus"], cwd=tmp_path)
+    rec = base / "egs" / "mycorpus" / "chimera"
+    res = run(["./run.sh", "--help"], cwd=rec)
+    assert res.returncode == 0 and "--corpus-dir downloads/mycorpus" in res.stdout and "--model-dir" in res.stdout
+    res = run(["./run.sh", "--stop_stage", 0], cwd=rec)
+    assert res.returncode != 0 and "corpus 'downloads/mycorpus' not found" in res.stdout
+    res = run(["./run.sh", "--stop_stage", 0, "--corpus_dir", tmp_path], cwd=rec)
+    assert res.returncode != 0
+    assert "local/songs.py of mycorpus is still the template's stub: write its find_songs()" in res.stdout
+    assert not (rec / "data" / "train").exists()
+
+
+@needs_venv
+def test_runs_end_to_end_after_writing_only_its_songs_file(tmp_path):
+    base = workspace(tmp_path)
+    corpus = flat_corpus(tmp_path / "takes")
+    assert run([base / "utils" / "new_recipe.sh", "takes"], cwd=tmp_path).returncode == 0
+    rec = base / "egs" / "takes" / "chimera"
+    (rec / "local" / "songs.py").write_text(SONGS_PY)  # the only file written
+    res = run(["./run.sh", "--corpus_dir", corpus, *TINY], cwd=rec)
+    assert res.returncode == 0, res.stdout[-4000:]
+    for stage in (0, 2, 3, 4, 5):
+        assert re.search(rf"\(run\.sh:\d+\) Stage {stage}:", res.stdout), stage
+    from sepkit.data.datadir import DataDir, validate_data_dir
+
+    for name, n in (("train", 3), ("valid", 1), ("test", 2)):
+        assert validate_data_dir(rec / "data" / name, check_audio=True) == []
+        assert len(DataDir(rec / "data" / name).utts) == n
+    for head in ("mi", "dc"):
+        result = json.loads((rec / "exp" / "tiny" / f"score_test_{head}" / "result.json").read_text())
+        assert result["n_files"] == 2
+    assert "| tiny | test | mi |" in (rec / "exp" / "RESULTS.md").read_text()
+    again = run(["./run.sh", "--corpus_dir", corpus, "--stop_stage", 0], cwd=rec)
+    assert again.returncode == 0 and "already prepared" in again.stdout
+
+
+# ------------------------------------------------------------------------------- shared stages
+
+def _shared_part(text):
+    """run.sh from its first option on, with the corpus blocks and recipe names blanked out."""
+    body = text[text.index("\nstage=0"):]
+    body = re.sub(r"# ---- corpus options.*?# ---- end of corpus options ----", "<corpus options>", body, flags=re.S)
+    body = re.sub(r"# ---- corpus: stage 0 ----.*?# ---- end of corpus: stage 0 ----", "<stage 0>", body, flags=re.S)
+    return re.sub(r"egs/[^/ \"]+/[^/ \"]+ results", "<recipe> results", body)
+
+
+def test_recipes_from_the_template_share_its_stages():
+    template = _shared_part((TEMPLATE / "run.sh").read_text())
+    assert "<corpus options>" in template and "<stage 0>" in template
+    made = [p.parent.parent for p in (REPO / "egs").glob("*/*/local/data.sh")
+            if "egs/TEMPLATE" in (p.parent.parent / "run.sh").read_text()]
+    assert REPO / "egs" / "folder" / "chimera" in made
+    for rec in made:
+        assert _shared_part((rec / "run.sh").read_text()) == template, f"{rec}/run.sh differs from egs/TEMPLATE/run.sh"
+        for name in ("cmd.sh", "path.sh", "conf/feats.yaml"):
+            assert (rec / name).read_text() == (TEMPLATE / name).read_text(), f"{rec}/{name}"
+    # the template's job and environment set-up is the one of every recipe
+    for other in (REPO / "egs").glob("*/*/cmd.sh"):
+        assert other.read_text() == (TEMPLATE / "cmd.sh").read_text(), other
+        assert (other.parent / "path.sh").read_text() == (TEMPLATE / "path.sh").read_text(), other.parent
+
+
+def test_template_feature_file_documents_every_feature_key():
+    import yaml
+
+    from sepkit.frontend import FeatureConfig
+
+    assert yaml.safe_load((TEMPLATE / "conf" / "feats.yaml").read_text()) == FeatureConfig().to_dict()

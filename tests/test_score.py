@@ -1,0 +1,121 @@
+"""sepkit.bin.score (result.json schema, length weighting, permutation), show_results, separate_data --finalize."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from sepkit.audio import write_audio
+from sepkit.bin import score, separate_data, show_results
+from sepkit.data.datadir import DataDir
+from sepkit.metrics import bss_eval, si_sdr
+
+SR = 8000
+
+
+def _make_set(tmp_path, lengths=(1.0, 2.0), swap=(False, True), noise=0.1, seed=0):
+    """A data dir of noise 'vocals' + 'accompaniment' and estimates = refs + noise (some swapped)."""
+    rng = np.random.default_rng(seed)
+    wav, voc, acc, est = {}, {}, {}, {}
+    truth = {}
+    for i, (sec, sw) in enumerate(zip(lengths, swap)):
+        utt = f"song{i}"
+        n = int(sec * SR)
+        v = 0.3 * rng.standard_normal(n).astype(np.float32)
+        a = 0.3 * rng.standard_normal((2, n)).astype(np.float32)  # stereo accompaniment -> mono by mean
+        a_mono = a.mean(0)
+        mix = v[None] + a_mono[None]
+        for name, sig, table in (("mix", mix, wav), ("vocals", v, voc), ("accompaniment", a, acc)):
+            path = tmp_path / "audio" / name / f"{utt}.wav"
+            write_audio(path, sig, SR, subtype="FLOAT")
+            table[utt] = str(path)
+        ev = v + noise * rng.standard_normal(n).astype(np.float32)
+        ea = a_mono + 2 * noise * rng.standard_normal(n).astype(np.float32)
+        est[utt] = (ea, ev) if sw else (ev, ea)
+        truth[utt] = (np.stack([v, a_mono]).astype(np.float64), np.stack([ev, ea]).astype(np.float64),
+                      mix[0].astype(np.float64), sec)
+    data = DataDir.create(tmp_path / "data" / "test", wav, {"vocals": voc, "accompaniment": acc})
+    sepdir = tmp_path / "exp" / "x" / "separate_test_mi"
+    scps = {"vocals": {}, "accompaniment": {}}
+    for utt, (e0, e1) in est.items():
+        for name, sig in (("vocals", e0), ("accompaniment", e1)):
+            path = sepdir / "wav" / name / f"{utt}.wav"
+            write_audio(path, sig, SR, subtype="FLOAT")
+            scps[name][utt] = str(path)
+    return data, sepdir, scps, truth
+
+
+def test_score_schema_and_values(tmp_path):
+    data, sepdir, scps, truth = _make_set(tmp_path)
+    (sepdir / "vocals.scp").write_text("".join(f"{u} {p}\n" for u, p in scps["vocals"].items()))
+    (sepdir / "accompaniment.scp").write_text("".join(f"{u} {p}\n" for u, p in scps["accompaniment"].items()))
+    out = tmp_path / "exp" / "x" / "score_test_mi"
+    assert score.main([str(data.path), str(sepdir), str(out), "--nj", "2"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert set(result) == {"vocals", "accompaniment", "n_files", "seconds"}
+    for s in ("vocals", "accompaniment"):
+        assert set(result[s]) == {"si_sdri", "gnsdr", "gsir", "gsar"}
+    assert result["n_files"] == 2
+    assert result["seconds"] == pytest.approx(3.0, abs=1e-3)
+    # expected: length-weighted mean of per-file improvements, estimates in the right order
+    imp, nsdr, w = [], [], []
+    for ref, est, mix, sec in truth.values():
+        imp.append(si_sdr(est, ref) - si_sdr(np.broadcast_to(mix, ref.shape), ref))
+        sdr, _, _ = bss_eval(est, ref)
+        sdr_mix, _, _ = bss_eval(np.broadcast_to(mix, ref.shape), ref)
+        nsdr.append(sdr - sdr_mix)
+        w.append(sec)
+    imp = np.average(np.array(imp), axis=0, weights=w)
+    nsdr = np.average(np.array(nsdr), axis=0, weights=w)
+    assert result["vocals"]["si_sdri"] == pytest.approx(imp[0], abs=1e-3)
+    assert result["accompaniment"]["si_sdri"] == pytest.approx(imp[1], abs=1e-3)
+    assert result["vocals"]["gnsdr"] == pytest.approx(nsdr[0], abs=1e-3)
+    assert result["vocals"]["si_sdri"] > 5  # 0 dB mixture, 20 dB estimates
+    rows = list(csv.DictReader((out / "per_utt.csv").open()))
+    assert [r["utt"] for r in rows] == ["song0", "song1"]
+    assert rows[1]["perm"] == "1 0"  # the swapped file was scored with the best permutation
+    assert float(rows[0]["seconds"]) == pytest.approx(1.0)
+    # refuses to overwrite without --overwrite; SI-SDR only mode gives nulls for BSS eval
+    assert score.main([str(data.path), str(sepdir), str(out)]) == 1
+    assert score.main([str(data.path), str(sepdir), str(out), "--overwrite", "--bss", "false"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["vocals"]["gnsdr"] is None and result["vocals"]["si_sdri"] == pytest.approx(imp[0], abs=1e-3)
+
+
+def test_score_errors_name_the_file(tmp_path, capsys):
+    data, sepdir, scps, _ = _make_set(tmp_path)
+    (sepdir / "vocals.scp").write_text("".join(f"{u} {p}\n" for u, p in scps["vocals"].items()))
+    out = tmp_path / "score"
+    assert score.main([str(data.path), str(sepdir), str(out)]) == 1
+    assert "accompaniment.scp: no such file" in capsys.readouterr().err
+    (sepdir / "accompaniment.scp").write_text(f"song0 {scps['accompaniment']['song0']}\n")
+    assert score.main([str(data.path), str(sepdir), str(out)]) == 1
+    assert "song1" in capsys.readouterr().err
+    (sepdir / "accompaniment.scp").write_text("song0 /nonexistent/a.wav\nsong1 /nonexistent/b.wav\n")
+    assert score.main([str(data.path), str(sepdir), str(out)]) == 1
+    assert "/nonexistent/a.wav" in capsys.readouterr().err
+    assert not (out / "result.json").exists()
+
+
+def test_finalize_and_show_results(tmp_path, capsys):
+    data, sepdir, _, _ = _make_set(tmp_path)
+    assert separate_data.main(["--finalize", str(data.path), str(sepdir)]) == 0
+    sep = DataDir(sepdir)
+    assert sep.sources == ["vocals", "accompaniment"] and sep.utts == data.utts
+    assert sep.wav == data.wav and sep.source("vocals")["song1"].endswith("wav/vocals/song1.wav")
+    out = sepdir.parent / "score_test_mi"
+    assert score.main([str(data.path), str(sepdir), str(out), "--bss", "false"]) == 0
+    capsys.readouterr()
+    md = tmp_path / "RESULTS.md"
+    assert show_results.main(["--out", str(md), str(tmp_path / "exp")]) == 0
+    printed = capsys.readouterr().out
+    row = [line for line in printed.splitlines() if line.startswith("| x ")]
+    assert len(row) == 1 and "| test | mi |" in row[0]
+    si = json.loads((out / "result.json").read_text())["vocals"]["si_sdri"]
+    assert f"{si:.2f}" in row[0]
+    assert md.read_text().startswith("# Results") and row[0] in md.read_text()
+    assert show_results.split_score_dir("score_test_remix_dc") == ("test_remix", "dc")
+    # a missing estimate is caught by --finalize
+    (sepdir / "wav" / "vocals" / "song0.wav").unlink()
+    assert separate_data.main(["--finalize", str(data.path), str(sepdir)]) == 1
+    assert "song0.wav: missing" in capsys.readouterr().err

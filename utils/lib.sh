@@ -1,0 +1,57 @@
+# Shared helpers of the utils/*.sh stage scripts. Source it: . "$(dirname "$0")/lib.sh"
+#
+#   log MSG...                      "<date> (<script>:<line>) MSG" on stderr, like ESPnet's log
+#   sepkit_python                   sets $python: `python` when it imports sepkit (path.sh has
+#                                   activated tools/venv), else tools/venv/bin/python
+#   stamp_ok MARKER SIG [INPUT...]  true when MARKER exists, its first line is SIG and it is newer
+#                                   than every INPUT file that exists (an upstream stage redone
+#                                   after MARKER was written makes it stale)
+#   stamp_write MARKER SIG          write MARKER (atomically) with SIG as its first line
+#   stamp_clear MARKER              remove MARKER (before redoing the work it stands for)
+#
+# A stage's marker is written only after all its outputs are complete, so an interrupted stage
+# is redone (or resumed) on the next run instead of being taken for finished.
+
+log() {
+  local fname=${BASH_SOURCE[1]##*/}
+  echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}) $*" >&2
+}
+
+sepkit_python() {
+  python=python
+  if ! python -c "import sepkit" >/dev/null 2>&1; then
+    local root
+    root=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
+    if [ -x "$root/tools/venv/bin/python" ]; then
+      python="$root/tools/venv/bin/python"
+    else
+      echo "${0##*/}: no python that imports sepkit (run tools/install.sh, then . ./path.sh)" >&2
+      exit 1
+    fi
+  fi
+}
+
+stamp_ok() {
+  local marker=$1 sig=$2 first input
+  shift 2
+  [ -f "$marker" ] || return 1
+  IFS= read -r first < "$marker" || true
+  [ "$first" = "$sig" ] || return 1
+  for input in "$@"; do
+    if [ -e "$input" ] && [ "$input" -nt "$marker" ]; then
+      return 1
+    fi
+  done
+  return 0
+}
+
+stamp_write() {
+  local marker=$1 sig=$2
+  mkdir -p "$(dirname "$marker")"
+  printf '%s\n# written %s by %s\n' "$sig" "$(date '+%Y-%m-%dT%H:%M:%S')" "${0##*/}" > "$marker.tmp.$$"
+  mv -f "$marker.tmp.$$" "$marker"
+}
+
+stamp_clear() {
+  rm -f "$1"
+}

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Separate the mixtures (wav.scp) of a data dir with a trained model, in parallel jobs.
+# Usage: utils/separate.sh [options] <model> <data-dir> <exp-dir>
+#   <model>    exp dir of a training run (its model.pt) or a model file
+#   writes <exp-dir>/separate_<set>_<head>/ for each head (<set> = basename of <data-dir>):
+#     wav/<source>/<utt>.wav, wav.scp (mixtures), <source>.scp (estimates), sources, utt2dur, log/
+#   e.g. utils/separate.sh --nj 4 --cmd "$decode_cmd" --head both exp/chimera data/test_remix exp/chimera
+#   A head whose dir is complete (.done marker naming the same model file, size and time) is
+#   skipped; an interrupted run resumes where it stopped (utterances already written are kept);
+#   --overwrite true redoes everything.
+nj=4              # parallel jobs (at most one per utterance)
+cmd=utils/run.py  # job runner: utils/run.py (local) or utils/slurm.py, with options
+head=both         # mi, dc, or both (every head the model has)
+ngpu=0            # GPUs per job: 0 = separate on CPU, 1 = on a GPU
+num_threads=1     # torch CPU threads per job
+separate_opts=    # more options of sepkit.bin.separate_data, e.g. "--dtype float32 --segment-frames 200"
+overwrite=false   # redo separations that are done
+. "$(dirname "$0")/parse_options.sh"
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+if [ $# -ne 3 ]; then
+  echo "Usage: $0 [--nj N] [--cmd CMD] [--head mi|dc|both] [--ngpu 0|1] [--overwrite false] <model> <data-dir> <exp-dir>" >&2
+  exit 1
+fi
+model=$1 data=$2 expdir=$3
+set_name=$(basename "$data")
+utils=$(dirname "$0")
+[ -f "$data/wav.scp" ] || { echo "$0: $data/wav.scp not found" >&2; exit 1; }
+model_file=$model
+[ -d "$model" ] && model_file=$model/model.pt
+[ -f "$model_file" ] || { echo "$0: no model file $model_file (has training finished?)" >&2; exit 1; }
+model_id="model=$(readlink -f "$model_file") $(stat -c '%s %Y' "$model_file")"
+case "$ngpu" in
+  0) device=cpu ;;
+  1) device=cuda ;;
+  *) echo "$0: --ngpu must be 0 or 1 for separation, got $ngpu" >&2; exit 1 ;;
+esac
+
+sepkit_python
+if [ "$cmd" = utils/run.py ] && [ ! -x utils/run.py ]; then cmd="$utils/run.py"; fi
+case "$head" in
+  mi|dc) heads=$head ;;
+  both) heads=$($python -m sepkit.bin.separate_data --print-heads --model "$model") ;;
+  *) echo "$0: --head must be mi, dc or both, got '$head'" >&2; exit 1 ;;
+esac
+n_utts=$(wc -l < "$data/wav.scp")
+[ "$nj" -le "$n_utts" ] || nj=$n_utts
+for h in $heads; do
+  dir=$expdir/separate_${set_name}_$h
+  sig="$model_id head=$h opts=$separate_opts data=$(cd "$data" && pwd)"
+  if ! $overwrite && stamp_ok "$dir/.done" "$sig" "$data/wav.scp"; then
+    log "$dir: already separated with $model_file, skipping (--overwrite true to redo)"
+    continue
+  fi
+  stamp_clear "$dir/.done"
+  if $overwrite || { [ -f "$dir/model_id" ] && [ "$(cat "$dir/model_id")" != "$sig" ]; }; then
+    rm -rf "$dir/wav"  # another model or data dir (or asked for): the wavs there are stale
+  fi
+  mkdir -p "$dir/log" "$dir/split$nj"
+  echo "$sig" > "$dir/model_id"
+  log "separating $data ($n_utts utts) with the $h head of $model_file in $nj job(s) -> $dir"
+  parts=()
+  for n in $(seq "$nj"); do parts+=("$dir/split$nj/wav.$n.scp"); done
+  "$python" "$utils/split_scp.py" --utt2dur "$data/utt2dur" "$data/wav.scp" "${parts[@]}"
+  gpu_opt=
+  [ "$ngpu" -eq 0 ] || gpu_opt="--gpu $ngpu"
+  # shellcheck disable=SC2086
+  $cmd $gpu_opt --num-threads "$num_threads" JOB=1:"$nj" "$dir/log/separate.JOB.log" \
+    "$python" -m sepkit.bin.separate_data --model "$model" --head "$h" --scp "$dir/split$nj/wav.JOB.scp" \
+      --device "$device" --num-threads "$num_threads" $separate_opts "$data" "$dir" \
+    || { echo "$0: separation failed, see $dir/log/separate.*.log" >&2; exit 1; }
+  "$python" -m sepkit.bin.separate_data --finalize "$data" "$dir" 2> "$dir/log/finalize.log" \
+    || { cat "$dir/log/finalize.log" >&2; exit 1; }
+  stamp_write "$dir/.done" "$sig"
+  log "$dir: done"
+done

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Recipe stage "training": train a model into an exp dir through the job runner, once.
+# Usage: utils/train_exp.sh [options] <train-config.yaml> <train-dump> <valid-dump> <exp-dir>
+#   e.g. utils/train_exp.sh --ngpu 2 --cmd "$cuda_cmd" conf/tuning/train_dc.yaml \
+#            dump/feats/train_remix dump/feats/valid_remix exp/train_dc
+#   Runs utils/train.sh (python -m sepkit.bin.train, torchrun with --ngpu > 1) as one job of
+#   $cmd with its log in <exp-dir>/log/train.log (the trainer's own log is <exp-dir>/train.log).
+#   Writes <exp-dir>/{config.yaml, model.pt, checkpoints/, tensorboard/, train.log}.
+#   Skipped when <exp-dir>/.done says this config (same contents), dumps and options were
+#   trained and model.pt exists; an interrupted run continues from its newest checkpoint;
+#   --overwrite true removes the previous training outputs of <exp-dir> and trains from scratch.
+ngpu=0            # GPUs; 0 = CPU, N > 1 = N DDP processes (torchrun)
+cmd=utils/run.py  # job runner: utils/run.py (local) or utils/slurm.py, with options
+train_args=       # more options of python -m sepkit.bin.train (override the config), e.g. "--epochs 5"
+valid_data=       # validation data dir (mixture audio for the TensorBoard examples); empty = none
+overwrite=false   # train again from scratch even if done
+. "$(dirname "$0")/parse_options.sh"
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+if [ $# -ne 4 ]; then
+  echo "Usage: $0 [--ngpu N] [--cmd CMD] [--train-args ARGS] [--overwrite false] <config> <train-dump> <valid-dump> <exp-dir>" >&2
+  exit 1
+fi
+config=$1 train_dump=$2 valid_dump=$3 expdir=$4
+utils=$(dirname "$0")
+[ -f "$config" ] || { echo "$0: training config $config not found" >&2; exit 1; }
+for d in "$train_dump" "$valid_dump"; do
+  [ -f "$d/mix.scp" ] || { echo "$0: $d/mix.scp not found (run the feature stage first)" >&2; exit 1; }
+done
+[ -f "$train_dump/cmvn.ark" ] || { echo "$0: $train_dump/cmvn.ark not found (run the feature stage first)" >&2; exit 1; }
+
+sig="config=$(md5sum < "$config" | cut -d' ' -f1) args=$train_args train=$(cd "$train_dump" && pwd) valid=$(cd "$valid_dump" && pwd)"
+if ! $overwrite && [ -f "$expdir/model.pt" ] \
+    && stamp_ok "$expdir/.done" "$sig" "$train_dump/mix.scp" "$train_dump/cmvn.ark" "$valid_dump/mix.scp"; then
+  log "$expdir: training already finished ($expdir/model.pt), skipping (--overwrite true to retrain)"
+  exit 0
+fi
+stamp_clear "$expdir/.done"
+if $overwrite && [ -d "$expdir" ]; then
+  log "--overwrite true: removing the previous training outputs of $expdir"
+  rm -rf "$expdir/checkpoints" "$expdir/tensorboard" "$expdir/model.pt" "$expdir/config.yaml" "$expdir/train.log"
+fi
+mkdir -p "$expdir/log"
+if [ "$cmd" = utils/run.py ] && [ ! -x utils/run.py ]; then cmd="$utils/run.py"; fi
+gpu_opt=
+[ "$ngpu" -eq 0 ] || gpu_opt="--gpu $ngpu"
+extra=()
+[ -z "$valid_data" ] || extra=(--valid-data "$valid_data")
+log "training $config on $ngpu GPU(s), log in $expdir/log/train.log (progress: tail -f $expdir/train.log)"
+# shellcheck disable=SC2086
+if ! $cmd $gpu_opt "$expdir/log/train.log" \
+    bash "$utils/train.sh" --ngpu "$ngpu" -- --config "$config" --train-dump "$train_dump" \
+      --valid-dump "$valid_dump" --outdir "$expdir" ${extra[@]+"${extra[@]}"} $train_args; then
+  grep -h "ERROR" "$expdir/log/train.log" 2>/dev/null | tail -n 3 >&2 || true
+  echo "$0: training failed, see $expdir/log/train.log" >&2
+  exit 1
+fi
+[ -f "$expdir/model.pt" ] || { echo "$0: training ended without $expdir/model.pt, see $expdir/log/train.log" >&2; exit 1; }
+stamp_write "$expdir/.done" "$sig"
+log "$expdir: training finished: $(grep -h "training finished\|already finished" "$expdir/log/train.log" | tail -n 1 | sed 's/.*INFO: //')"
