@@ -12,6 +12,8 @@
 #
 # Usage: utils/demo.sh [options]     (from the repository root, or anywhere)
 nj=2                  # parallel jobs (CPU cores to use)
+threads=1             # torch threads per process: 1 is robust on a busy machine (2 threads on 2 busy cores can
+                      # be 10x slower); on an idle machine 2 makes training ~1.5x faster
 dev_songs=20          # synthetic DSD100 Dev songs (training + validation material)
 test_songs=4          # synthetic DSD100 Test songs (one test piece each)
 song_seconds=20       # length of each synthetic DSD100 song
@@ -36,6 +38,7 @@ if [ ! -x "$root/tools/venv/bin/python" ]; then
   exit 1
 fi
 python=$root/tools/venv/bin/python
+export OMP_NUM_THREADS=$threads
 
 # Synthetic corpora, each generated once (a marker names the options it was made with).
 make_corpus() {  # <root> <signature> <options of make_synthetic_corpus...>

@@ -38,7 +38,7 @@ py=${SEPKIT_PYTHON:-python}
 if [ "$num_nodes" -gt 1 ] && [ -n "${SLURM_JOB_ID:-}" ] && [ -z "${SEPKIT_TRAIN_SRUN:-}" ]; then
   nodelist=${SLURM_JOB_NODELIST:-${SLURM_NODELIST:-}}
   [ -n "$nodelist" ] || die "inside SLURM job $SLURM_JOB_ID but SLURM_JOB_NODELIST is empty"
-  first_host=$(scontrol show hostnames "$nodelist" | head -n 1)
+  first_host=$(scontrol show hostnames "$nodelist" | sed -n 1p)  # sed reads all: no SIGPIPE under pipefail
   export SEPKIT_TRAIN_SRUN=1
   echo "${0##*/}: SLURM job $SLURM_JOB_ID: srun on $num_nodes nodes, master $first_host:$master_port" >&2
   exec srun --nodes="$num_nodes" --ntasks="$num_nodes" --ntasks-per-node=1 --kill-on-bad-exit=1 \

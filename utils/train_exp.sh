@@ -53,6 +53,9 @@ if ! $cmd $gpu_opt "$expdir/log/train.log" \
     bash "$utils/train.sh" --ngpu "$ngpu" -- --config "$config" --train-dump "$train_dump" \
       --valid-dump "$valid_dump" --outdir "$expdir" ${extra[@]+"${extra[@]}"} $train_args; then
   grep -h "ERROR" "$expdir/log/train.log" 2>/dev/null | tail -n 3 >&2 || true
+  if grep -q "differ from this configuration" "$expdir/log/train.log" 2>/dev/null; then
+    echo "$0: $expdir was trained with other settings: retrain it with --overwrite true, or use another --tag" >&2
+  fi
   echo "$0: training failed, see $expdir/log/train.log" >&2
   exit 1
 fi

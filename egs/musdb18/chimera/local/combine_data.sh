@@ -24,7 +24,7 @@ trap 'rm -rf "$tmp"' EXIT
 for f in wav.scp utt2dur "${sources[@]/%/.scp}"; do
   for d in "$@"; do cat "$d/$f"; done | LC_ALL=C sort -k1,1 > "$tmp/$f"
 done
-dup=$(cut -d' ' -f1 "$tmp/wav.scp" | uniq -d | head -n 1)
+dup=$(cut -d' ' -f1 "$tmp/wav.scp" | uniq -d | sed -n 1p)
 [ -z "$dup" ] || { echo "$0: utterance id '$dup' is in more than one input" >&2; exit 1; }
 cp "$first/sources" "$tmp/sources"
 rm -rf "$out"
