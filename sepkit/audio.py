@@ -14,11 +14,38 @@ import soundfile as sf
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AudioError", "read_audio", "write_audio", "resample", "to_mono", "atomic_path"]
+__all__ = ["AudioError", "check_wav_complete", "read_audio", "write_audio", "resample", "to_mono", "atomic_path"]
 
 
 class AudioError(RuntimeError):
     """A file that cannot be read or written as audio; the message names the file."""
+
+
+def check_wav_complete(path):
+    """Raise :class:`AudioError` for a RIFF/WAVE file whose data chunk is cut short.
+
+    libsndfile silently reads what is there, so a truncated WAV would be separated as a shorter
+    song; a declared data size larger than the bytes left in the file means a partial copy.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return
+            size = os.fstat(f.fileno()).st_size
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return
+                n = int.from_bytes(chunk[4:], "little")
+                if chunk[:4] == b"data":
+                    left = size - f.tell()
+                    if 0 < n < 0xFFFFFFFF and n > left:  # 0 / 0xFFFFFFFF: length unknown (streamed)
+                        raise AudioError(f"{path}: truncated audio: data chunk declares {n} bytes, file has {left}")
+                    return
+                f.seek(n + (n & 1), os.SEEK_CUR)
+    except OSError:
+        return  # read_audio reports unreadable files itself
 
 
 def read_audio(path, sample_rate=None, mono=False, dtype="float32"):
@@ -40,6 +67,7 @@ def read_audio(path, sample_rate=None, mono=False, dtype="float32"):
         raise AudioError(f"{path}: is a directory, not an audio file")
     if os.path.getsize(path) == 0:
         raise AudioError(f"{path}: empty file")
+    check_wav_complete(path)
     try:
         info = sf.info(path)
     except Exception as exc:  # libsndfile's messages are multi-line; keep the first line.

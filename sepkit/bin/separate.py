@@ -75,33 +75,6 @@ def error(msg):
     print(f"{PROG}: error: {msg}", file=sys.stderr, flush=True)
 
 
-def check_complete(path):
-    """Raise :class:`AudioError` for a RIFF/WAVE file whose data chunk is cut short.
-
-    libsndfile silently reads what is there, so a truncated WAV would be separated as a shorter
-    song; a declared data size larger than the bytes left in the file means a partial copy.
-    """
-    try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-                return
-            size = os.fstat(f.fileno()).st_size
-            while True:
-                chunk = f.read(8)
-                if len(chunk) < 8:
-                    return
-                n = int.from_bytes(chunk[4:], "little")
-                if chunk[:4] == b"data":
-                    left = size - f.tell()
-                    if 0 < n < 0xFFFFFFFF and n > left:  # 0 / 0xFFFFFFFF: length unknown (streamed)
-                        raise AudioError(f"{path}: truncated audio: data chunk declares {n} bytes, file has {left}")
-                    return
-                f.seek(n + (n & 1), os.SEEK_CUR)
-    except OSError:
-        return  # read_audio reports unreadable files
-
-
 def check_outdir(outdir):
     """Create ``outdir`` and prove it writable; one-line :class:`FileError` otherwise."""
     try:
@@ -154,7 +127,6 @@ def separate_file(sep, path, dest, args):
     from sepkit.separate import SeparationError
 
     t0 = time.perf_counter()
-    check_complete(path)
     wav, sr = read_audio(path)
     try:
         est = sep.separate(wav, sr, head=args.head)
