@@ -24,6 +24,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from sepkit import Separator
+from sepkit.bf16 import emulate_bf16
 from sepkit.frontend import CMVN, FeatureConfig, Frontend
 from sepkit.losses import chimera_loss
 from sepkit.metrics import score_file
@@ -81,58 +82,6 @@ def trained():
         loss.backward()
         opt.step()
     return make_model_dict(net, conf, fc.to_dict(), cmvn, ["vocals", "accompaniment"], {"segment_frames": L})
-
-
-def _bf(t):
-    return t.to(torch.bfloat16).float()
-
-
-class EmulatedBf16LSTM(torch.nn.Module):
-    """A bidirectional multi-layer LSTM with bf16 operands and float32 accumulation (batch_first).
-
-    Gates ``W_ih x + W_hh h + b`` (PyTorch's gate order i, f, g, o) take ``x``, ``h`` and the weights
-    rounded to bf16; the cell state is float32; each layer's output is rounded to bf16.
-    """
-
-    def __init__(self, lstm):
-        super().__init__()
-        self.lstm = lstm
-
-    def forward(self, x, hx=None):
-        lstm = self.lstm
-        H = lstm.hidden_size
-        for layer in range(lstm.num_layers):
-            outs = []
-            for d, sfx in enumerate(("", "_reverse")):
-                w_ih, w_hh = (_bf(getattr(lstm, f"weight_{k}_l{layer}{sfx}")) for k in ("ih", "hh"))
-                bias = getattr(lstm, f"bias_ih_l{layer}{sfx}") + getattr(lstm, f"bias_hh_l{layer}{sfx}")
-                gx = _bf(x) @ w_ih.t() + bias  # (B, T, 4H)
-                h = x.new_zeros(x.shape[0], H)
-                c = x.new_zeros(x.shape[0], H)
-                ys = [None] * x.shape[1]
-                steps = range(x.shape[1]) if d == 0 else reversed(range(x.shape[1]))
-                for t in steps:
-                    i, f, g, o = (gx[:, t] + _bf(h) @ w_hh.t()).chunk(4, dim=-1)
-                    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                    h = torch.sigmoid(o) * torch.tanh(c)
-                    ys[t] = h
-                outs.append(torch.stack(ys, dim=1))
-            x = _bf(torch.cat(outs, dim=-1))  # (B, T, 2H)
-        return x, None
-
-
-def emulate_bf16(sep):
-    """Turn ``sep``'s network into its bf16 emulation, in place (weights rounded, outputs rounded)."""
-    net = sep.model
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(_bf(p))
-    net.encoder.lstm = EmulatedBf16LSTM(net.encoder.lstm)
-    round_out = lambda mod, args, out: _bf(out)  # noqa: E731 -- bf16 output of an autocast layer
-    net.linear.register_forward_hook(round_out)
-    if net.dc_head is not None:
-        net.dc_head.register_forward_hook(round_out)
-    return sep
 
 
 def _scores(sep, clips):
