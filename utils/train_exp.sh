@@ -10,6 +10,8 @@
 #   trained and model.pt exists; an interrupted run continues from its newest checkpoint;
 #   --overwrite true removes the previous training outputs of <exp-dir> and trains from scratch.
 ngpu=0            # GPUs; 0 = CPU, N > 1 = N DDP processes (torchrun)
+num_nodes=1       # machines; > 1 inside a SLURM job of that many nodes (e.g. SEPKIT_SLURM_OPTS="--nodes 2"):
+                  # utils/train.sh starts one torchrun per node with srun
 cmd=utils/run.py  # job runner: utils/run.py (local) or utils/slurm.py, with options
 train_args=       # more options of python -m sepkit.bin.train (override the config), e.g. "--epochs 5"
 valid_data=       # validation data dir (mixture audio for the TensorBoard examples); empty = none
@@ -19,7 +21,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 if [ $# -ne 4 ]; then
-  echo "Usage: $0 [--ngpu N] [--cmd CMD] [--train-args ARGS] [--overwrite false] <config> <train-dump> <valid-dump> <exp-dir>" >&2
+  echo "Usage: $0 [--ngpu N] [--num_nodes N] [--cmd CMD] [--train-args ARGS] [--overwrite false] <config> <train-dump> <valid-dump> <exp-dir>" >&2
   exit 1
 fi
 config=$1 train_dump=$2 valid_dump=$3 expdir=$4
@@ -50,7 +52,7 @@ extra=()
 log "training $config on $ngpu GPU(s), log in $expdir/log/train.log (progress: tail -f $expdir/train.log)"
 # shellcheck disable=SC2086
 if ! $cmd $gpu_opt "$expdir/log/train.log" \
-    bash "$utils/train.sh" --ngpu "$ngpu" -- --config "$config" --train-dump "$train_dump" \
+    bash "$utils/train.sh" --ngpu "$ngpu" --num_nodes "$num_nodes" -- --config "$config" --train-dump "$train_dump" \
       --valid-dump "$valid_dump" --outdir "$expdir" ${extra[@]+"${extra[@]}"} $train_args; then
   grep -h "ERROR" "$expdir/log/train.log" 2>/dev/null | tail -n 3 >&2 || true
   if grep -q "differ from this configuration" "$expdir/log/train.log" 2>/dev/null; then

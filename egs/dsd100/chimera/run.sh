@@ -29,6 +29,7 @@ stage=0               # first stage to run
 stop_stage=100        # last stage to run
 dsd100=downloads/DSD100  # DSD100 root, official layout: Mixtures/{Dev,Test}/<song>/, Sources/{Dev,Test}/<song>/
 ngpu=0                # GPUs for training; 0 = CPU, N > 1 = N processes with DDP (torchrun)
+num_nodes=1           # machines for training (> 1: inside a SLURM job of that many nodes, see utils/train.sh)
 nj=4                  # parallel jobs of feature extraction, separation and scoring
 train_config=conf/tuning/train_chimera_msa_alpha0.1.yaml  # training config, one per system (conf/tuning/)
 feat_conf=            # feature settings; empty = the one paired with --train_config, else conf/feats.yaml
@@ -84,7 +85,7 @@ fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "Stage 3: training ${train_config} on ${ngpu} GPU(s) -> ${expdir}"
-  utils/train_exp.sh --ngpu "${ngpu}" --cmd "${cuda_cmd}" --train-args "${train_args}" --valid-data data/valid_remix \
+  utils/train_exp.sh --ngpu "${ngpu}" --num_nodes "${num_nodes}" --cmd "${cuda_cmd}" --train-args "${train_args}" --valid-data data/valid_remix \
     --overwrite "${overwrite}" "${train_config}" "${dumpdir}/train_remix" "${dumpdir}/valid_remix" "${expdir}"
 fi
 

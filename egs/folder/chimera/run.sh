@@ -51,6 +51,7 @@ remix_hours=0         # > 0: train on this many hours of 0 dB remixes of the tra
 remix_args=           # more options of python -m sepkit.bin.remix, e.g. "--segment-seconds 5"
 seed=0                # seed of the remixes
 ngpu=0                # GPUs for training; 0 = CPU, N > 1 = N processes with DDP (torchrun)
+num_nodes=1           # machines for training (> 1: inside a SLURM job of that many nodes, see utils/train.sh)
 nj=2                  # parallel jobs of feature extraction, separation and scoring
 train_config=conf/tuning/train_chimera_cpu.yaml  # training config (conf/tuning/)
 feat_conf=            # feature settings; empty = the one paired with --train_config, else conf/feats.yaml
@@ -113,7 +114,7 @@ fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [ -z "${model_dir}" ]; then
   log "Stage 3: training ${train_config} on ${ngpu} GPU(s) -> ${expdir}"
-  utils/train_exp.sh --ngpu "${ngpu}" --cmd "${cuda_cmd}" --train-args "${train_args}" --valid-data data/valid \
+  utils/train_exp.sh --ngpu "${ngpu}" --num_nodes "${num_nodes}" --cmd "${cuda_cmd}" --train-args "${train_args}" --valid-data data/valid \
     --overwrite "${overwrite}" "${train_config}" "${dumpdir}/${train_set}" "${dumpdir}/valid" "${expdir}"
 fi
 

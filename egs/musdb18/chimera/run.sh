@@ -32,6 +32,7 @@ aug_hours=0           # hours of cross-track 0 dB remixes added to the training 
 aug_segment_seconds=4 # length of each remixed training mixture (s)
 seed=0                # seed of the validation split and the remixes
 ngpu=0                # GPUs for training; 0 = CPU
+num_nodes=1           # machines for training (> 1: inside a SLURM job of that many nodes, see utils/train.sh)
 nj=2                  # parallel jobs of feature extraction, separation and scoring
 train_config=conf/tuning/train_chimera_cpu.yaml  # training config (conf/tuning/)
 feat_conf=            # feature settings; empty = the one paired with --train_config, else conf/feats.yaml
@@ -94,7 +95,7 @@ fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "Stage 3: training ${train_config} on ${ngpu} GPU(s) -> ${expdir}"
-  utils/train_exp.sh --ngpu "${ngpu}" --cmd "${cuda_cmd}" --train-args "${train_args}" --valid-data data/musdb18_valid \
+  utils/train_exp.sh --ngpu "${ngpu}" --num_nodes "${num_nodes}" --cmd "${cuda_cmd}" --train-args "${train_args}" --valid-data data/musdb18_valid \
     --overwrite "${overwrite}" "${train_config}" "${dumpdir}/${train_set}" "${dumpdir}/musdb18_valid" "${expdir}"
 fi
 
