@@ -39,8 +39,8 @@ train_config=conf/tuning/train_chimera_cpu.yaml  # training config (conf/tuning/
 feat_conf=            # feature settings; empty = the one paired with --train_config, else conf/feats.yaml
 tag=                  # experiment name exp/<tag>; empty = the name of --train_config
 head=both             # head(s) to separate and score with: mi, dc or both
-average_last=3        # separate with the average of the last N checkpoints' weights, exp/<tag>_avg<N>/model.pt
-                      # (+0.55 dB vocals GNSDR over the best single checkpoint here); 0 = exp/<tag>/model.pt
+average_last=3        # separate with the weight average of the last N checkpoints (exp/<tag>_avg<N>); 0 = exp/<tag>/model.pt
+                      # (+0.55 dB vocals GNSDR over the best single checkpoint here, see RESULTS.md)
 separate_opts="--segment-frames 2000"  # options of sepkit.bin.separate_data; 2000 frames = whole clips (<= 16 s)
 train_args=           # more options of python -m sepkit.bin.train, override the config, e.g. "--epochs 5"
 inference_ngpu=0      # separate on a GPU (1) or on the CPU (0)
