@@ -35,6 +35,7 @@ train_config=conf/tuning/train_chimera_msa_alpha0.1.yaml  # training config, one
 feat_conf=            # feature settings; empty = the one paired with --train_config, else conf/feats.yaml
 tag=                  # experiment name exp/<tag>; empty = the name of --train_config
 head=both             # head(s) to separate and score with: mi (mask inference), dc (deep clustering), both
+average_last=0        # > 1: separate with the weight average of the last N checkpoints (exp/<tag>_avg<N>); 0 = exp/<tag>/model.pt
 train_hours=15        # hours of DSD100-remix training mixtures (paper: 15)
 valid_hours=0.5       # hours of DSD100-remix validation mixtures (paper: 0.5)
 test_seconds=30       # length of each DSD100-remix test piece, one per song (paper: 30)
@@ -58,6 +59,8 @@ feat_tag=$(basename "${feat_conf}" .yaml)
 dumpdir=dump/${feat_tag}
 [ -n "${tag}" ] || tag=$(basename "${train_config}" .yaml)
 expdir=exp/${tag}
+decode_dir=${expdir}  # the model that separates, and where its separations and scores go
+if [ "${average_last}" -gt 1 ]; then decode_dir=${expdir}_avg${average_last}; fi
 
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
   log "Stage 0: data preparation: DSD100 at '${dsd100}' -> data/dsd100_dev, data/dsd100_test"
@@ -87,21 +90,22 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "Stage 3: training ${train_config} on ${ngpu} GPU(s) -> ${expdir}"
   utils/train_exp.sh --ngpu "${ngpu}" --num_nodes "${num_nodes}" --cmd "${cuda_cmd}" --train-args "${train_args}" --valid-data data/valid_remix \
     --overwrite "${overwrite}" "${train_config}" "${dumpdir}/train_remix" "${dumpdir}/valid_remix" "${expdir}"
+  utils/average_exp.sh --overwrite "${overwrite}" "${average_last}" "${expdir}" "${decode_dir}"
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
-  log "Stage 4: separation of ${test_sets} with head(s) ${head} of ${expdir}"
+  log "Stage 4: separation of ${test_sets} with head(s) ${head} of ${decode_dir}"
   for x in ${test_sets}; do
     utils/separate.sh --nj "${nj}" --cmd "${decode_cmd}" --head "${head}" --ngpu "${inference_ngpu}" \
-      --overwrite "${overwrite}" "${expdir}" "data/${x}" "${expdir}"
+      --overwrite "${overwrite}" "${decode_dir}" "data/${x}" "${decode_dir}"
   done
 fi
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
-  log "Stage 5: scoring ${test_sets} (SI-SDRi, GNSDR/GSIR/GSAR) -> ${expdir}/score_*; table in exp/RESULTS.md"
+  log "Stage 5: scoring ${test_sets} (SI-SDRi, GNSDR/GSIR/GSAR) -> ${decode_dir}/score_*; table in exp/RESULTS.md"
   for x in ${test_sets}; do
     utils/score.sh --nj "${nj}" --cmd "${decode_cmd}" --head "${head}" --bss "${score_bss}" \
-      --overwrite "${overwrite}" "data/${x}" "${expdir}"
+      --overwrite "${overwrite}" "data/${x}" "${decode_dir}"
     if ${oracle}; then
       utils/score_oracle.sh --nj "${nj}" --cmd "${decode_cmd}" --bss "${score_bss}" \
         --overwrite "${overwrite}" "${feat_conf}" "data/${x}" "exp/oracle_${feat_tag}"

@@ -96,13 +96,7 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "Stage 3: training ${train_config} on ${ngpu} GPU(s) -> ${expdir}"
   utils/train_exp.sh --ngpu "${ngpu}" --num_nodes "${num_nodes}" --cmd "${cuda_cmd}" --train-args "${train_args}" --valid-data data/mir1k_valid \
     --overwrite "${overwrite}" "${train_config}" "${dumpdir}/${train_set}" "${dumpdir}/mir1k_valid" "${expdir}"
-  if [ "${average_last}" -gt 1 ]; then
-    avg_overwrite=
-    ${overwrite} && avg_overwrite=--overwrite
-    mkdir -p "${decode_dir}"
-    python -m sepkit.bin.average_checkpoints --last "${average_last}" --update ${avg_overwrite} \
-      "${expdir}" "${decode_dir}/model.pt"
-  fi
+  utils/average_exp.sh --overwrite "${overwrite}" "${average_last}" "${expdir}" "${decode_dir}"
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then

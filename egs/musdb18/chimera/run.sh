@@ -38,6 +38,7 @@ train_config=conf/tuning/train_chimera_cpu.yaml  # training config (conf/tuning/
 feat_conf=            # feature settings; empty = the one paired with --train_config, else conf/feats.yaml
 tag=                  # experiment name exp/<tag>; empty = the name of --train_config
 head=both             # head(s) to separate and score with: mi, dc or both
+average_last=0        # > 1: separate with the weight average of the last N checkpoints (exp/<tag>_avg<N>); 0 = exp/<tag>/model.pt
 separate_opts=        # options of sepkit.bin.separate_data, e.g. "--segment-frames 2000" (default: training length)
 train_args=           # more options of python -m sepkit.bin.train, override the config, e.g. "--epochs 5"
 inference_ngpu=0      # separate on a GPU (1) or on the CPU (0)
@@ -56,6 +57,8 @@ feat_tag=$(basename "${feat_conf}" .yaml)
 dumpdir=dump/${feat_tag}
 [ -n "${tag}" ] || tag=$(basename "${train_config}" .yaml)
 expdir=exp/${tag}
+decode_dir=${expdir}  # the model that separates, and where its separations and scores go
+if [ "${average_last}" -gt 1 ]; then decode_dir=${expdir}_avg${average_last}; fi
 if [ "${aug_hours}" = 0 ]; then
   train_set=musdb18_train
 else
@@ -97,19 +100,20 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "Stage 3: training ${train_config} on ${ngpu} GPU(s) -> ${expdir}"
   utils/train_exp.sh --ngpu "${ngpu}" --num_nodes "${num_nodes}" --cmd "${cuda_cmd}" --train-args "${train_args}" --valid-data data/musdb18_valid \
     --overwrite "${overwrite}" "${train_config}" "${dumpdir}/${train_set}" "${dumpdir}/musdb18_valid" "${expdir}"
+  utils/average_exp.sh --overwrite "${overwrite}" "${average_last}" "${expdir}" "${decode_dir}"
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
-  log "Stage 4: separation of musdb18_test with head(s) ${head} of ${expdir}"
+  log "Stage 4: separation of musdb18_test with head(s) ${head} of ${decode_dir}"
   utils/separate.sh --nj "${nj}" --cmd "${decode_cmd}" --head "${head}" --ngpu "${inference_ngpu}" \
-    --separate-opts "${separate_opts}" --overwrite "${overwrite}" "${expdir}" data/musdb18_test "${expdir}"
+    --separate-opts "${separate_opts}" --overwrite "${overwrite}" "${decode_dir}" data/musdb18_test "${decode_dir}"
 fi
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
   log "Stage 5: scoring musdb18_test: BSS eval v4 medians, BSS eval v3 and SI-SDRi, oracle rows; exp/RESULTS_v4.md, exp/RESULTS.md"
-  local/score_v4.sh --nj "${nj}" --cmd "${decode_cmd}" --head "${head}" --overwrite "${overwrite}" data/musdb18_test "${expdir}"
+  local/score_v4.sh --nj "${nj}" --cmd "${decode_cmd}" --head "${head}" --overwrite "${overwrite}" data/musdb18_test "${decode_dir}"
   utils/score.sh --nj "${nj}" --cmd "${decode_cmd}" --head "${head}" --bss "${score_bss}" \
-    --overwrite "${overwrite}" data/musdb18_test "${expdir}"
+    --overwrite "${overwrite}" data/musdb18_test "${decode_dir}"
   if "${oracle}"; then
     oracle_overwrite=
     ${overwrite} && oracle_overwrite=--overwrite
