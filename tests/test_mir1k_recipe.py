@@ -134,7 +134,7 @@ def test_combine_data_refuses_clashes(tmp_path):
     DataDir.create(tmp_path / "d1", {"u1": str(wav)}, {"vocals": {"u1": str(wav)}, "accompaniment": {"u1": str(wav)}})
     DataDir.create(tmp_path / "d2", {"u1": str(wav)}, {"vocals": {"u1": str(wav)}, "accompaniment": {"u1": str(wav)}})
     DataDir.create(tmp_path / "d3", {"u3": str(wav)}, {"accompaniment": {"u3": str(wav)}, "vocals": {"u3": str(wav)}})
-    script = REPO / "egs" / "mir1k" / "chimera" / "local" / "combine_data.sh"
+    script = REPO / "utils" / "combine_data.sh"
     out = subprocess.run([str(script), str(tmp_path / "o"), str(tmp_path / "d1"), str(tmp_path / "d2")],
                          capture_output=True, text=True)
     assert out.returncode == 1 and "'u1' is in more than one input" in out.stderr

@@ -111,7 +111,8 @@ def _score_utt(job):
 def run(args):
     data = DataDir(args.data)
     utts = data.utts[:args.max_utts] if args.max_utts > 0 else data.utts
-    f32, _, kind = _separators(args.model, args.bf16, args.segment_frames)
+    seps = _separators(args.model, args.bf16, args.segment_frames)
+    f32, _, kind = seps
     heads = [h for h in args.heads.split(",") if h]
     missing = [h for h in heads if h not in f32.heads]
     if missing:
@@ -128,7 +129,7 @@ def run(args):
         with ctx.Pool(args.nj, initializer=_init, initargs=(args.model, args.bf16, args.segment_frames, 1)) as pool:
             rows = list(tqdm(pool.imap(_score_utt, jobs), total=len(jobs), desc="dtype_parity", unit="utt"))
     else:
-        _STATE["seps"] = _separators(args.model, args.bf16, args.segment_frames)
+        _STATE["seps"] = seps
         rows = [_score_utt(j) for j in tqdm(jobs, desc="dtype_parity", unit="utt")]
     lengths = [r["seconds"] for r in rows]
     summary = {"model": str(args.model), "data": str(args.data), "bf16": kind, "n_files": len(rows),

@@ -30,21 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from sepkit.audio import AudioError, atomic_path, resample
+from sepkit.bin.score import str2bool
 from sepkit.data.datadir import DataDir, DataDirError, load_audio, read_scp
 from sepkit.metrics_v4 import METRICS_V4, aggregate_v4, bss_eval_v4, track_medians
 
 logger = logging.getLogger("sepkit.bin.score_v4")
 
 METRIC_NAME = "BSS eval v4 images, 1 s windows and hops, median over frames then median over tracks"
-
-
-def str2bool(value):
-    low = str(value).lower()
-    if low in ("true", "1"):
-        return True
-    if low in ("false", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 def get_parser():

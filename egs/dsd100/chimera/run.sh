@@ -17,6 +17,7 @@
 #   2  features (mel magnitudes, kaldiio ark/scp) of the training and validation sets in --nj jobs,
 #      CMVN statistics of the training set -> dump/<feat tag>/
 #   3  training with --train_config on --ngpu GPUs (0 = CPU) -> exp/<tag>/ (model.pt, train.log, tensorboard/)
+#      (--average_last N > 1: stages 4-5 use the weight average of its last N checkpoints, exp/<tag>_avg<N>/)
 #   4  separation of the test sets with the --head head(s) -> exp/<tag>/separate_<set>_<head>/
 #   5  scoring: SI-SDRi (Tables 2-4) and GNSDR/GSIR/GSAR (MIREX) -> exp/<tag>/score_<set>_<head>/
 #      {result.json, per_utt.csv}; oracle mel masks and the mixture -> exp/oracle_<feat tag>/ (--oracle);

@@ -15,6 +15,7 @@
 #      (silence removed, 16 kHz mono; sepkit.bin.remix --cross-song) added to the training tracks
 #   2  features (conf/feats.yaml) of the training and validation sets, CMVN -> dump/<feat tag>/
 #   3  training with --train_config -> exp/<tag>/
+#      (--average_last N > 1: stages 4-5 use the weight average of its last N checkpoints, exp/<tag>_avg<N>/)
 #   4  separation of data/musdb18_test (stereo, 44.1 kHz out) -> exp/<tag>/separate_musdb18_test_<head>/
 #   5  scoring: BSS eval v4 (images, 1 s frames, median over frames then tracks) -> score_*/result_v4.json,
 #      BSS eval v3 + SI-SDRi -> score_*/result.json; the same for the oracle mel masks and the mixture
@@ -84,7 +85,7 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ] && [ "${aug_hours}" != 0 ];
   utils/remix.sh --mode train --overwrite "${overwrite}" \
     --remix-opts "--hours ${aug_hours} --valid-hours 0 --segment-seconds ${aug_segment_seconds} --cross-song --seed ${seed} --train-name musdb18_train_remix${aug_hours}h" \
     data/musdb18_train data "musdb18_train_remix${aug_hours}h"
-  local/combine_data.sh "data/${train_set}" data/musdb18_train "data/musdb18_train_remix${aug_hours}h"
+  utils/combine_data.sh "data/${train_set}" data/musdb18_train "data/musdb18_train_remix${aug_hours}h"
 fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then

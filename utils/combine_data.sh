@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Combine data dirs with the same sources into one (Kaldi's combine_data.sh for separation data dirs).
-# Usage: local/combine_data.sh <out-dir> <data-dir> <data-dir> [<data-dir> ...]
-#   e.g. local/combine_data.sh data/mir1k_train_aug2h data/mir1k_train data/mir1k_train_remix2h
+# Usage: utils/combine_data.sh <out-dir> <data-dir> <data-dir> [<data-dir> ...]
+#   e.g. utils/combine_data.sh data/mir1k_train_aug2h data/mir1k_train data/mir1k_train_remix2h
 #   Every input must list the same sources in the same order and the utterance ids must not repeat
 #   across the inputs. The files are sorted in C order; <out-dir> is replaced when it exists.
 set -euo pipefail
