@@ -282,3 +282,51 @@ def test_validate_data_dir_sh_good_and_broken(tmp_path):
         proc = _validate(tmp_path, str(d))
         assert proc.returncode == 1, name
         assert expected[name] in proc.stderr, (name, proc.stderr)
+
+
+# ------------------------------------------------------------------------------------ combine_data.sh
+
+def _two_data_dirs(tmp_path):
+    d = DataDir(_data_dir(tmp_path))
+    dirs = []
+    for name, utts in (("d1", d.utts[:2]), ("d2", d.utts[2:])):
+        srcs = {s: {u: d.source(s)[u] for u in utts} for s in d.sources}
+        dirs.append(str(DataDir.create(tmp_path / name, {u: d.wav[u] for u in utts}, srcs).path))
+    return dirs
+
+
+def test_combine_data_never_removes_what_it_did_not_make(tmp_path):
+    d1, d2 = _two_data_dirs(tmp_path)
+    script = str(UTILS / "combine_data.sh")
+    mine = tmp_path / "my_results"
+    mine.mkdir()
+    (mine / "paper_numbers.txt").write_text("42.0 dB\n")
+    proc = _run([script, str(mine), d1, d2], tmp_path, check_rc=1)
+    assert proc.stderr.count("\n") == 1 and str(mine) in proc.stderr and "--overwrite true" in proc.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["paper_numbers.txt"]
+    assert not list(tmp_path.glob("my_results.*"))  # no temp dir left behind
+
+    out = tmp_path / "combined"
+    _run([script, str(out), d1, d2], tmp_path, check_rc=0)
+    assert DataDir(out).utts == ["s1", "s2", "s3"]
+    assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~_umask())  # not mkdtemp's 0700
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    proc = _run([script, str(out), d1, d2], tmp_path, check_rc=0)  # its own output, same inputs: kept
+    assert "already holds this combination" in proc.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    _run([script, str(out), d1, d1.replace("d1", "d2")], tmp_path, check_rc=0)
+    (out / "notes.txt").write_text("mine\n")  # a file it did not write: refused again
+    proc = _run([script, str(out), d2, d1], tmp_path, check_rc=1)
+    assert "notes.txt" in proc.stderr and (out / "notes.txt").is_file()
+
+    proc = _run([script, "--overwrite", "true", str(mine), d1, d2], tmp_path, check_rc=0)
+    aside = list(tmp_path.glob("my_results.old.*"))
+    assert len(aside) == 1 and (aside[0] / "paper_numbers.txt").read_text() == "42.0 dB\n"
+    assert f"moved {mine} aside to {aside[0]}" in proc.stderr
+    assert DataDir(mine).utts == ["s1", "s2", "s3"]
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

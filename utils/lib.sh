@@ -8,9 +8,17 @@
 #                                   after MARKER was written makes it stale)
 #   stamp_write MARKER SIG          write MARKER (atomically) with SIG as its first line
 #   stamp_clear MARKER              remove MARKER (before redoing the work it stands for)
+#   move_aside PATH                 rename PATH to PATH.old.<YYYYmmdd-HHMMSS> (a free name) and log it
+#   refuse_overwrite PATH WHY       "<script>: PATH: WHY; ... --overwrite true ..." on stderr, exit 1
 #
 # A stage's marker is written only after all its outputs are complete, so an interrupted stage
 # is redone (or resumed) on the next run instead of being taken for finished.
+#
+# The rule of the stage scripts for what exists at an output path (docs/recipes.md): a result that
+# is up to date is skipped; an interrupted one of the stage's own making is resumed or redone; any
+# other (made from other inputs or settings, or not made by the stage) is never removed or
+# replaced: the stage refuses with refuse_overwrite, and with --overwrite true it is kept aside
+# with move_aside (logged) before the stage redoes the work. Nothing is deleted.
 
 log() {
   local fname=${BASH_SOURCE[1]##*/}
@@ -54,4 +62,21 @@ stamp_write() {
 
 stamp_clear() {
   rm -f "$1"
+}
+
+move_aside() {
+  local path=${1%/} stamp old n=1
+  stamp=$(date '+%Y%m%d-%H%M%S')
+  old=$path.old.$stamp
+  while [ -e "$old" ] || [ -L "$old" ]; do
+    old=$path.old.$stamp.$n
+    n=$((n + 1))
+  done
+  mv -- "$path" "$old"
+  echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}) --overwrite: moved $path aside to $old (remove it when no longer needed)" >&2
+}
+
+refuse_overwrite() {
+  echo "${0##*/}: $1: $2; not replacing it without --overwrite true (which moves it aside to $1.old.<time>)" >&2
+  exit 1
 }
