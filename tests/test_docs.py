@@ -98,6 +98,20 @@ def test_config_doc_is_generated_from_the_code(capsys):
     assert gen.main(["--check"]) == 0, capsys.readouterr().err
 
 
+def test_shipped_recipes_are_documented():
+    """docs/config.md documents the recipes of the table of docs/recipes.md (not whichever recipes exist)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_config_doc", REPO / "utils" / "gen_config_doc.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    section = (REPO / "docs" / "recipes.md").read_text().split("## The recipes", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `(egs/[^`]+)` \|", section, re.M)
+    assert sorted(listed) == sorted(gen.RECIPES), "the recipes of docs/recipes.md and RECIPES of utils/gen_config_doc.py"
+    for name in gen.RECIPES:
+        assert (REPO / name / "run.sh").is_file(), name
+
+
 def test_folder_description_table_matches_the_defaults():
     from sepkit.data.corpora.folder import DEFAULTS
 

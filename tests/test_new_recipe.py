@@ -92,9 +92,12 @@ def test_creates_a_recipe_and_refuses_to_overwrite(tmp_path):
     res = run([base / "utils" / "new_recipe.sh", "mycorpus", "chimera"], cwd=tmp_path)
     assert res.returncode != 0 and "already exists; not touching it" in res.stdout
     assert (rec / "run.sh").read_text() == before
-    for bad in (["bad name"], ["TEMPLATE"], [], ["a", "b", "c"], ["-h"]):
+    for bad in (["bad name"], ["TEMPLATE"], [], ["a", "b", "c"], ["-x"]):
         res = run([base / "utils" / "new_recipe.sh", *bad], cwd=tmp_path)
         assert res.returncode != 0 and res.stdout.strip(), bad
+    for ask in ("--help", "-h"):  # usage on stdout, success
+        res = subprocess.run([str(base / "utils" / "new_recipe.sh"), ask], capture_output=True, text=True)
+        assert res.returncode == 0 and "Usage: utils/new_recipe.sh <corpus>" in res.stdout and not res.stderr, ask
     res = run([base / "utils" / "new_recipe.sh", "other", "dc"], cwd=tmp_path)
     assert res.returncode == 0 and (base / "egs" / "other" / "dc" / "run.sh").is_file()
     assert not list((base / "egs").glob(".new_recipe.*"))  # no temporary dir left behind
@@ -137,6 +140,50 @@ def test_runs_end_to_end_after_writing_only_its_songs_file(tmp_path):
     assert "| tiny | test | mi |" in (rec / "exp" / "RESULTS.md").read_text()
     again = run(["./run.sh", "--corpus_dir", corpus, "--stop_stage", 0], cwd=rec)
     assert again.returncode == 0 and "already prepared" in again.stdout
+
+
+def fresh_copy(dest):
+    """A copy of the working tree as a clone of it has it (tracked and untracked files that git does not
+    ignore; without git: everything but outputs), with tools/venv linked to the repository's."""
+    import shutil
+
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=True).stdout
+        names = [n for n in listed.decode().split("\0") if n]
+    except (OSError, subprocess.CalledProcessError):
+        skip = {".git", "tools", "data", "dump", "exp", "corpus", "downloads", "__pycache__", ".pytest_cache"}
+        names = [str(p.relative_to(REPO)) for p in REPO.rglob("*")
+                 if not (p.is_dir() and not p.is_symlink()) and not skip & set(p.relative_to(REPO).parts)]
+    for name in names:
+        src, dst = REPO / name, dest / name
+        if not (src.exists() or src.is_symlink()) or name.startswith("tools/venv/"):
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            dst.symlink_to(os.readlink(src))
+        else:
+            shutil.copy2(src, dst)
+    (dest / "tools").mkdir(exist_ok=True)
+    (dest / "tools" / "venv").symlink_to(REPO / "tools" / "venv")
+    return dest
+
+
+@needs_venv
+def test_a_new_recipe_leaves_the_test_suite_passing(tmp_path):
+    """A fresh clone + utils/new_recipe.sh, no other step: the tests that read every recipe still pass there."""
+    clone = fresh_copy(tmp_path / "clone")
+    res = run([clone / "utils" / "new_recipe.sh", "newcorpus"], cwd=clone)
+    assert res.returncode == 0 and (clone / "egs" / "newcorpus" / "chimera" / "run.sh").is_file(), res.stdout
+    assert "gen_config_doc" not in res.stdout  # nothing to regenerate
+    tests = ["tests/test_docs.py::test_config_doc_is_generated_from_the_code",
+             "tests/test_docs.py::test_shipped_recipes_are_documented",
+             "tests/test_docs.py::test_links_and_anchors_resolve",
+             "tests/test_new_recipe.py::test_recipes_from_the_template_share_its_stages",
+             "tests/test_new_recipe.py::test_template_feature_file_documents_every_feature_key"]
+    res = run([clone / "tools" / "venv" / "bin" / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+              cwd=clone)
+    assert res.returncode == 0 and f"{len(tests)} passed" in res.stdout, res.stdout[-4000:]
 
 
 # ------------------------------------------------------------------------------- shared stages
