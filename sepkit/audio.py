@@ -14,7 +14,8 @@ import soundfile as sf
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AudioError", "check_wav_complete", "read_audio", "write_audio", "resample", "to_mono", "atomic_path"]
+__all__ = ["AudioError", "check_wav_complete", "probe_audio", "read_audio", "write_audio", "resample", "to_mono",
+           "atomic_path"]
 
 
 class AudioError(RuntimeError):
@@ -48,17 +49,13 @@ def check_wav_complete(path):
         return  # read_audio reports unreadable files itself
 
 
-def read_audio(path, sample_rate=None, mono=False, dtype="float32"):
-    """Read an audio file.
+def probe_audio(path):
+    """The checks made before reading ``path`` (also by the block reader of :mod:`sepkit.stream`).
 
-    Args:
-        path: any format the installed libsndfile decodes (wav, flac, ogg, ...).
-        sample_rate: resample to this rate (Hz) when given.
-        mono: average the channels to one.
     Returns:
-        (wav, sr): wav is ``(channels, samples)`` float32 (``(1, samples)`` when mono), sr in Hz.
+        ``soundfile.info(path)``.
     Raises:
-        AudioError: missing, empty, truncated or non-audio files, zero channels, NaN/inf samples.
+        AudioError: missing, directory, empty, truncated WAV, not audio, zero channels.
     """
     path = str(path)
     if not os.path.exists(path):
@@ -74,6 +71,23 @@ def read_audio(path, sample_rate=None, mono=False, dtype="float32"):
         raise AudioError(f"{path}: not a readable audio file ({_first_line(exc)})") from None
     if info.channels < 1:
         raise AudioError(f"{path}: audio has zero channels")
+    return info
+
+
+def read_audio(path, sample_rate=None, mono=False, dtype="float32"):
+    """Read an audio file.
+
+    Args:
+        path: any format the installed libsndfile decodes (wav, flac, ogg, ...).
+        sample_rate: resample to this rate (Hz) when given.
+        mono: average the channels to one.
+    Returns:
+        (wav, sr): wav is ``(channels, samples)`` float32 (``(1, samples)`` when mono), sr in Hz.
+    Raises:
+        AudioError: missing, empty, truncated or non-audio files, zero channels, NaN/inf samples.
+    """
+    path = str(path)
+    info = probe_audio(path)
     try:
         data, sr = sf.read(path, dtype=dtype, always_2d=True)
     except Exception as exc:
