@@ -104,6 +104,10 @@ _KEYS = [
     ("optimisation", "batch_size", _positive_int, 16,
      "GLOBAL batch size (segments per step over all processes); must divide by the number of processes"),
     ("optimisation", "epochs", _positive_int, 100, "maximum number of epochs (all curriculum stages together)"),
+    ("optimisation", "steps_per_epoch", optional(_positive_int), None,
+     "steps of every epoch whatever the corpus size, so that the budget is epochs x steps_per_epoch steps: "
+     "a pass over the training segments that gives fewer full batches is followed by more passes (each in "
+     "a new order), a longer one is cut; none = one pass per epoch"),
     ("optimisation", "patience", optional(_positive_int), 10,
      "early stopping: end the curriculum stage (the last one: training) after this many epochs "
      "without a better validation loss; none = never"),
@@ -130,7 +134,8 @@ _KEYS = [
     ("runtime", "tb_example_frames", _positive_int, 500,
      "frames of the fixed validation example drawn and played in TensorBoard"),
     ("runtime", "max_steps_per_epoch", optional(_positive_int), None,
-     "cut every epoch after this many steps (quick tests); none = full epochs"),
+     "cut every epoch after this many steps; none = full epochs. Without steps_per_epoch, a warning says "
+     "when one pass over the data is under half of this (the run is then much shorter than intended)"),
     ("runtime", "max_valid_batches", optional(_positive_int), None,
      "validate on at most this many batches per process; none = all"),
     ("paths", "train_dump", optional(str), None, "training feature dump (dump/<feat_tag>/<set>, with cmvn.ark)"),

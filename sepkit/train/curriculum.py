@@ -6,7 +6,9 @@ its epoch count. Early stopping ends a stage (the next one starts with its own p
 stage ending ends training.
 """
 
-__all__ = ["ConfigError", "parse_curriculum", "advance_schedule"]
+import logging
+
+__all__ = ["ConfigError", "parse_curriculum", "advance_schedule", "budget_note"]
 
 
 class ConfigError(ValueError):
@@ -64,3 +66,26 @@ def advance_schedule(st, stages, patience, max_epochs):
     if st["finished"] is None and st["epoch"] >= max_epochs:
         st["finished"] = "max_epochs"
     return message
+
+
+def budget_note(conf, batches_per_pass):
+    """``(logging level, message)`` on the length of the run's epochs, or None when there is nothing to say.
+
+    With ``steps_per_epoch`` every epoch has that many steps (an info line says how many passes that
+    takes). Without it an epoch is one pass; a ``max_steps_per_epoch`` that one pass does not reach
+    by half is the configuration meaning longer epochs than the data give: a warning says so.
+    """
+    epochs, fixed, cap = conf["epochs"], conf.get("steps_per_epoch"), conf.get("max_steps_per_epoch")
+    if fixed:
+        steps = min(fixed, cap) if cap else fixed
+        if steps > batches_per_pass > 0:
+            return logging.INFO, (f"an epoch is {steps} steps (steps_per_epoch): {steps / batches_per_pass:.1f} "
+                                  f"passes over the training segments ({batches_per_pass} batches each); "
+                                  f"{epochs} epochs = {steps * epochs} steps")
+        return None
+    if cap and 0 < batches_per_pass * 2 <= cap:
+        return logging.WARNING, (
+            f"one pass over the training segments is {batches_per_pass} steps, under half of max_steps_per_epoch="
+            f"{cap}: {epochs} epochs train {batches_per_pass * epochs} steps, not the {cap * epochs} the "
+            f"configuration means; set steps_per_epoch {cap} (several passes per epoch) or add training data")
+    return None

@@ -99,14 +99,16 @@ class GlobalBatchSampler:
     is items ``perm[k*B:(k+1)*B]`` and rank ``r`` of ``W`` takes its ``r``-th slice of ``B/W``
     items, so ``W`` processes with ``B/W`` each step through exactly the batches of one process
     with ``B`` (with DDP's gradient averaging, the same updates). Incomplete last batches are
-    dropped so that every rank takes the same number of steps.
+    dropped so that every rank takes the same number of steps. ``steps`` makes an epoch that many
+    batches (passes follow one another, each in a new order; a longer pass is cut), ``max_batches``
+    cuts it.
     """
 
-    def __init__(self, n, batch_size, rank=0, world_size=1, seed=0, shuffle=True, max_batches=None):
+    def __init__(self, n, batch_size, rank=0, world_size=1, seed=0, shuffle=True, max_batches=None, steps=None):
         if batch_size % world_size:
             raise ValueError(f"batch_size={batch_size} (global) does not divide over {world_size} processes")
         self._n, self.batch_size, self.rank, self.world = n, batch_size, rank, world_size
-        self.seed, self.shuffle, self.max_batches = seed, shuffle, max_batches
+        self.seed, self.shuffle, self.max_batches, self.steps = seed, shuffle, max_batches, steps
         self.epoch = 0
 
     @property
@@ -117,20 +119,26 @@ class GlobalBatchSampler:
     def set_epoch(self, epoch):
         self.epoch = epoch
 
+    @property
+    def batches_per_pass(self):
+        """Full global batches in one pass over the items."""
+        return self.n // self.batch_size
+
     def __len__(self):
-        k = self.n // self.batch_size
+        k = self.batches_per_pass
+        k = self.steps if self.steps and k else k  # ``steps``: that many batches, in as many passes as needed
         return min(k, self.max_batches) if self.max_batches else k
 
     def __iter__(self):
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-            perm = torch.randperm(self.n, generator=gen).tolist()
-        else:
-            perm = list(range(self.n))
-        per = self.batch_size // self.world
-        for k in range(len(self)):
-            start = k * self.batch_size + self.rank * per
-            yield perm[start:start + per]
+        # pass 0 is the epoch's permutation; further passes (``steps``) draw new ones from the same generator
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        per, full, todo = self.batch_size // self.world, self.batches_per_pass, len(self)
+        while todo > 0:
+            perm = torch.randperm(self.n, generator=gen).tolist() if self.shuffle else list(range(self.n))
+            for k in range(min(full, todo)):
+                start = k * self.batch_size + self.rank * per
+                yield perm[start:start + per]
+            todo -= full
 
 
 def shard_batches(n, batch_size, rank=0, world_size=1, max_batches=None):

@@ -23,7 +23,7 @@ import torch
 
 from sepkit.train import checkpoint as ck
 from sepkit.train.config import config_dict, dump_config
-from sepkit.train.curriculum import advance_schedule, parse_curriculum
+from sepkit.train.curriculum import advance_schedule, budget_note, parse_curriculum
 from sepkit.train.distributed import (GlobalBatchSampler, all_gather_object, all_reduce_sum, broadcast_object,
                                       check_params_in_sync, epoch_seed, get_rng_state, seed_everything,
                                       set_rng_state, shard_batches)
@@ -328,7 +328,11 @@ class Trainer:
         conf, env = self.conf, self.env
         if self._train_loader is None:
             self._sampler = GlobalBatchSampler(self.train_set, conf["batch_size"], env.rank, env.world_size,
-                                               conf["seed"], max_batches=conf["max_steps_per_epoch"])
+                                               conf["seed"], max_batches=conf["max_steps_per_epoch"],
+                                               steps=conf["steps_per_epoch"])
+            note = budget_note(conf, self._sampler.batches_per_pass)
+            if note and env.is_main:
+                logger.log(*note)
             self._train_loader = self._loader(self.train_set, self._sampler, salt=0)
         stage_frames = self.stages[self.state["stage"]][0]
         if self.train_set.segment_frames != stage_frames:
