@@ -140,16 +140,43 @@ def test_prepare_states(setup, tmp_path):
     assert compute_feats.main(args) == 0  # complete
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(dict(CONF, n_mels=32)))
-    with pytest.raises(SystemExit, match="other settings.*n_mels: 40 -> 32"):
+    with pytest.raises(SystemExit, match="other settings.*n_mels: 40 -> 32.*without --overwrite"):
         compute_feats.main(["--feat-conf", str(other), "--prepare", str(data), str(dump)])
     assert (dump / "mix.scp").is_file()  # refused, untouched
-    (dump / "vocals.scp").write_text("a1 " + (dump / "vocals.scp").read_text().split()[1] + "\n")
-    assert compute_feats.main(args) == compute_feats.NOT_DONE  # incomplete -> cleared
-    assert not (dump / "mix.scp").exists() and not list(dump.glob("*.ark"))
-    shutil.rmtree(dump)
-    shutil.copytree(dump1, dump)
+
+    # a finished dump of other utterances (the data dir has one more now) is refused, cmvn.ark kept
+    (dump / "cmvn.ark").write_bytes(b"stats")
+    for name in ("mix.scp", "vocals.scp", "accompaniment.scp", "utt2num_frames"):
+        (dump / name).write_text("".join(ln for ln in (dump / name).open() if not ln.startswith("d4 ")))
+    before = {p.name: p.read_bytes() for p in dump.iterdir()}
+    with pytest.raises(SystemExit, match=rf"{dump} holds a finished dump of other utterances \(1 of the 4 "
+                                         r"here missing.*without --overwrite \(which moves it aside"):
+        compute_feats.main(args)
+    assert {p.name: p.read_bytes() for p in dump.iterdir()} == before
+    (dump / "vocals.scp").write_text((dump / "vocals.scp").read_text().splitlines(True)[0])
+    with pytest.raises(SystemExit, match="damaged dump.*without --overwrite"):
+        compute_feats.main(args)
+    assert (dump / "mix.scp").is_file() and (dump / "cmvn.ark").read_bytes() == b"stats"
+
+    # --overwrite moves it aside (readable there, from its own arks) and leaves a place to compute
     assert compute_feats.main(args + ["--overwrite"]) == compute_feats.NOT_DONE
-    assert not (dump / "mix.scp").exists()
+    aside = list(tmp_path.glob("dump.old.*"))
+    assert len(aside) == 1 and (aside[0] / "cmvn.ark").read_bytes() == b"stats"
+    assert sorted(p.name for p in aside[0].iterdir()) == sorted(before)
+    assert str(dump) + "/" not in (aside[0] / "mix.scp").read_text()
+    assert not dump.exists() or not list(dump.iterdir())
+    shutil.copytree(dump1, dump)
+    assert compute_feats.main(args + ["--overwrite"]) == compute_feats.NOT_DONE  # done: moved aside too
+    assert len(list(tmp_path.glob("dump.old.*"))) == 2
+
+    # an unfinished dump (interrupted: no mix.scp) loses its part files only
+    dump.mkdir()
+    (dump / "mix.feats.1.ark").write_bytes(b"part")
+    (dump / ".vocals.feats.2.ark.tmp").write_bytes(b"part")
+    (dump / "utt2num_frames.feats.1").write_text("a1 3\n")
+    (dump / "notes.txt").write_text("mine\n")
+    assert compute_feats.main(args) == compute_feats.NOT_DONE
+    assert sorted(p.name for p in dump.iterdir()) == ["notes.txt"]
 
 
 def test_feat_conf_errors(setup, tmp_path):

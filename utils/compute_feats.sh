@@ -6,14 +6,16 @@
 # job per part through $cmd (logs in <dump-dir>/log/compute_feats.JOB.log), then joins the parts
 # into <dump-dir>/{mix.scp,<source>.scp,utt2num_frames,sources,feat_conf.yaml}.
 # A complete dump of the same utterances and feature settings is left alone ("already done,
-# skipping"); a dump with other feature settings is an error unless --overwrite true.
+# skipping"); an interrupted one is redone; any other finished dump there (other feature settings,
+# other utterances) is refused unless --overwrite true, which moves it aside to <dump-dir>.old.<time>.
+# Interrupting this script (Ctrl-C, kill of its process group, SIGKILL of utils/run.py) stops the jobs.
 
 nj=4                 # number of parallel jobs (at most the number of utterances)
 cmd=utils/run.py     # job runner: utils/run.py or utils/slurm.py, with its options
 feat_conf=           # YAML file of FeatureConfig keys (required)
 device=cpu           # torch device of each job
 num_threads=1        # torch threads per job
-overwrite=false      # recompute a complete dump
+overwrite=false      # recompute a finished dump, moving the old one aside to <dump-dir>.old.<time>
 
 # shellcheck disable=SC1091
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"

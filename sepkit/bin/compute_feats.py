@@ -5,7 +5,7 @@ Usage::
     python -m sepkit.bin.compute_feats --feat-conf conf/feats.yaml [--utt-list FILE] [--device cpu]
         DATADIR OUTDIR                     # one process: the whole dump (skipped if already done)
     ... --ark-name feats.3 DATADIR OUTDIR  # one job of utils/compute_feats.sh: part files only
-    ... --prepare DATADIR OUTDIR           # exit 0 if the dump is complete, 10 after clearing it
+    ... --prepare DATADIR OUTDIR           # exit 0 if the dump is complete, 10 when it is to be made
     ... --merge feats.1,feats.2 DATADIR OUTDIR   # join the parts into the dump
 
 Every signal is made mono (mean of channels), resampled to ``sample_rate`` and analysed with
@@ -13,6 +13,9 @@ Every signal is made mono (mean of channels), resampled to ``sample_rate`` and a
 writes ``mix.<name>.ark/scp``, ``<source>.<name>.ark/scp`` and ``utt2num_frames.<name>``, each
 under a temporary name renamed at the end. Merging writes ``<source>.scp``, ``utt2num_frames``,
 ``sources``, ``feat_conf.yaml`` and then ``mix.scp``, whose presence marks a finished dump.
+A finished dump is never removed or replaced: one of the same settings and utterances is kept
+("already done"), any other is refused unless ``--overwrite``, which moves it aside to
+``OUTDIR.old.<time>``; an unfinished one (a run that was interrupted) is redone.
 Layout and reading: :mod:`sepkit.data.dataset`.
 """
 import argparse
@@ -188,7 +191,9 @@ def _final_files(sources):
 
 
 def dump_state(outdir, conf, sources, utts):
-    """``(state, reason)``: ``done``, ``absent``, ``incomplete`` or ``different`` (feature settings)."""
+    """``(state, reason)``: ``absent`` (no ``mix.scp``: never finished, e.g. interrupted), ``done``,
+    or, for a finished dump that is not this one, ``different`` (other feature settings), ``other``
+    (other utterances or sources) or ``damaged`` (unreadable or missing files)."""
     import yaml
 
     from sepkit.data.dataset import DumpError, read_dump_scp_values
@@ -200,7 +205,7 @@ def dump_state(outdir, conf, sources, utts):
     try:
         old = FeatureConfig.from_dict(yaml.safe_load((outdir / "feat_conf.yaml").read_text()) or {}).to_dict()
     except (OSError, ValueError, TypeError, yaml.YAMLError) as exc:
-        return "incomplete", f"{outdir / 'feat_conf.yaml'} unreadable ({exc})"
+        return "damaged", f"{outdir / 'feat_conf.yaml'} is unreadable ({str(exc).splitlines()[0]})"
     new = conf.to_dict()
     if old != new:
         diff = ", ".join(f"{k}: {old[k]} -> {new[k]}" for k in new if old[k] != new[k])
@@ -208,28 +213,32 @@ def dump_state(outdir, conf, sources, utts):
     try:
         old_sources = [s for s in (outdir / "sources").read_text().split() if s]
         if old_sources != list(sources):
-            return "incomplete", f"{outdir / 'sources'} lists {old_sources}, the data dir {list(sources)}"
+            return "other", f"{outdir} holds a dump of the sources {old_sources}, the data dir has {list(sources)}"
         tables = [read_dump_scp(outdir / f"{p}.scp") for p in [MIX] + list(sources)]
         tables.append(read_dump_scp_values(outdir / "utt2num_frames"))
     except (OSError, DumpError) as exc:
-        return "incomplete", str(exc)
-    want = set(utts)
-    for table in tables:
-        if set(table) != want:
-            return "incomplete", f"{outdir}: utterances differ from the data dir"
+        return "damaged", f"{outdir} is a damaged dump ({str(exc).splitlines()[0]})"
+    have, want = set(tables[0]), set(utts)
+    if any(set(table) != have for table in tables):
+        return "damaged", f"{outdir} is a damaged dump (its scp files list different utterances)"
+    if have != want:
+        return "other", (f"{outdir} holds a finished dump of other utterances ({len(want - have)} of the "
+                         f"{len(want)} here missing, {len(have - want)} not here)")
     arks = {ark for table in tables[:-1] for ark, _ in table.values()}
     missing = [a for a in arks if not Path(a).is_file()]
     if missing:
-        return "incomplete", f"ark file {missing[0]} is missing"
+        return "damaged", f"{outdir} is a damaged dump (ark file {missing[0]} is missing)"
     return "done", ""
 
 
-def clear_dump(outdir, sources):
-    """Remove a dump's final and part files (mix.scp first, so it never looks finished)."""
+def clear_parts(outdir, sources):
+    """Remove what an unfinished run (no ``mix.scp``) left: part files and, after an interrupted
+    merge, the final files it wrote before ``mix.scp``. Never used on a finished dump."""
     outdir = Path(outdir)
-    is_dump = (outdir / "mix.scp").is_file() or (outdir / "feat_conf.yaml").is_file()
+    if (outdir / "mix.scp").exists():
+        raise RuntimeError(f"{outdir}: clear_parts on a finished dump")
+    is_dump = (outdir / "feat_conf.yaml").is_file()  # a merge got as far as that
     old = (outdir / "sources").read_text().split() if is_dump and (outdir / "sources").is_file() else []
-    (outdir / "mix.scp").unlink(missing_ok=True)
     prefixes = [MIX] + list(dict.fromkeys(list(sources) + [s for s in old if s not in _RESERVED and "/" not in s]))
     if is_dump:  # never delete <name>.scp or sources from a directory that is not a dump
         for name in _final_files(prefixes[1:]):
@@ -240,6 +249,32 @@ def clear_dump(outdir, sources):
                 path.unlink()
     for path in outdir.glob("utt2num_frames.*"):
         path.unlink()
+
+
+def move_aside(path):
+    """Rename ``path`` to a free ``<path>.old.<YYYYmmdd-HHMMSS>[.N]`` and return the new path. The
+    ark paths of its top-level scp files are made to point into the new place, so that the old
+    dump goes on reading its own arks (not those of a new dump made at ``path``)."""
+    import time
+
+    from sepkit.audio import atomic_path
+
+    path = Path(path).resolve()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    old, n = path.with_name(f"{path.name}.old.{stamp}"), 1
+    while old.exists() or old.is_symlink():
+        old, n = path.with_name(f"{path.name}.old.{stamp}.{n}"), n + 1
+    os.rename(path, old)
+    for scp in old.glob("*.scp"):
+        try:
+            text = scp.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        fixed = text.replace(f" {path}/", f" {old}/")  # "<utt> <ark>:<offset>" lines
+        if fixed != text:
+            with atomic_path(scp) as tmp:
+                Path(tmp).write_text(fixed, encoding="utf-8")
+    return old
 
 
 def check_audio_files(data, utts):
@@ -258,19 +293,24 @@ def check_audio_files(data, utts):
 
 
 def prepare(data, outdir, conf, utts, overwrite=False):
-    """True if the dump is complete (nothing to do); else clear it for recomputation and return False."""
+    """True if the dump is complete (nothing to do); else make ``outdir`` ready for computing it and
+    return False. A finished dump that is not this one is refused unless ``overwrite``, which moves
+    it aside; of an unfinished one (an interrupted run) only the part files are removed."""
     if (Path(outdir) / "wav.scp").exists():
         fail(f"{outdir}: has a wav.scp, it looks like a data dir; give a separate dump dir")
     state, reason = dump_state(outdir, conf, data.sources, utts)
     if state == "done" and not overwrite:
         return True
-    if state == "different" and not overwrite:
-        fail(f"{reason}; pass --overwrite to recompute it, or use another dump dir")
+    if state not in ("done", "absent") and not overwrite:
+        fail(f"{reason}; not replacing it without --overwrite (which moves it aside to {outdir}.old.<time>), "
+             "or use another dump dir")
     check_audio_files(data, utts)
     if state != "absent":
-        logger.info("%s: recomputing (%s)", outdir, "--overwrite" if state == "done" else reason)
-    if Path(outdir).is_dir():
-        clear_dump(outdir, data.sources)
+        old = move_aside(outdir)
+        logger.info("%s: --overwrite: moved the dump there aside to %s%s (remove it when no longer needed)",
+                    outdir, old, "" if state == "done" else f" ({reason})")
+    elif Path(outdir).is_dir():
+        clear_parts(outdir, data.sources)
     return False
 
 
@@ -326,9 +366,11 @@ def get_parser():
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--ark-name", help="job mode: write part files <prefix>.ARK_NAME.{ark,scp} only")
     mode.add_argument("--prepare", action="store_true",
-                      help=f"exit 0 if OUTDIR is a complete dump of DATADIR, else clear it and exit {NOT_DONE}")
+                      help=f"exit 0 if OUTDIR is a complete dump of DATADIR, else make it ready and exit {NOT_DONE}")
     mode.add_argument("--merge", metavar="NAMES", help="comma-separated part names to join into the dump")
-    parser.add_argument("--overwrite", action="store_true", help="recompute a complete dump")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="recompute a finished dump (of these or other settings or utterances): "
+                             "the old one is moved aside to OUTDIR.old.<time>")
     parser.add_argument("datadir", help="data dir (wav.scp, sources, <source>.scp)")
     parser.add_argument("outdir", help="dump dir")
     return parser
