@@ -16,15 +16,22 @@ exactly that:
 3. MI head: per-segment masks are overlap-added with a Hann cross-fade (weights normalised per
    frame). DC head: each frame takes its embeddings from the segment in which it is most central;
    ONE k-means over the whole signal's non-silent bins (a random subsample of at most
-   ``kmeans_points`` bins, silent = more than ``silence_db`` below the file's peak, as in training),
+   ``kmeans_points`` bins, see below; silent = more than ``silence_db`` below the file's peak),
    then every bin gets the label of its nearest centre; clusters are named vocals/accompaniment by
    the paper's < 200 Hz occupancy rule (:func:`sepkit.cluster.name_clusters_lowfreq`).
 4. Mel mask -> linear mask -> mixture STFT -> inverse STFT, computed in blocks of frames.
 
-Memory: the per-frame arrays (mel, features, masks: a few hundred bytes per frame) are kept for the
-whole file; the STFT, masking and inverse STFT run in blocks. DC embeddings (``T*F*D`` floats, 900 MB
-for 10 min at the paper's settings) are kept only up to ``dc_memory_mb``; above that the network runs
-twice (pass 1 collects the k-means subsample, pass 2 labels the bins), so memory stays bounded.
+Memory of :meth:`Separator.separate` (arrays in, arrays out): the per-frame arrays (mel, features,
+masks: a few hundred bytes per frame) are kept for the whole file; the STFT, masking and inverse
+STFT run in blocks. DC embeddings (``T*F*D`` floats, 900 MB for 10 min at the paper's settings) are
+kept only up to ``dc_memory_mb``; above that the network runs twice (pass 1 collects the k-means
+subsample, pass 2 labels the bins). :meth:`Separator.separate_file` (file to file, used by
+``sepkit-separate``) streams every step instead, so its memory does not grow with the input's
+length, and gives the same outputs (:mod:`sepkit.stream`).
+
+The k-means subsample is the ``kmeans_points`` non-silent bins with the smallest values of a hash
+of their index (:func:`sepkit.blockwise.subsample_bins`): a uniform random subset fixed by ``seed``
+that a stream can pick without knowing the whole file.
 
 Everything after reading the waveform runs on the model's device; the per-segment loop never waits
 for the device (no ``.item()``, no host copies). The network may run under bfloat16 autocast; masks,
@@ -34,11 +41,12 @@ import logging
 import math
 
 import numpy as np
-import soxr
 import torch
 
 from sepkit.cluster import kmeans, name_clusters_lowfreq
 from sepkit.model_io import build_from_dict, load_model_dict
+from sepkit.blockwise import resample_row as _resample_row
+from sepkit.blockwise import subsample_bins
 
 logger = logging.getLogger(__name__)
 
@@ -140,11 +148,12 @@ class Separator:
             instead of dropping it; the estimates then sum to the input exactly. Default: the
             paper's path, every source masked and resampled (band-limited to the model's rate).
         progress: show a tqdm bar over segments.
+        block_frames: frames per STFT / inverse-STFT block (both paths; the streamed window).
     """
 
     def __init__(self, model_dict, device="cpu", dtype=None, segment_frames=None, overlap=DEFAULT_OVERLAP,
                  batch_size=DEFAULT_BATCH, silence_db=40.0, kmeans_points=KMEANS_POINTS, kmeans_n_init=1,
-                 seed=0, dc_memory_mb=DC_MEMORY_MB, residual=False, progress=False):
+                 seed=0, dc_memory_mb=DC_MEMORY_MB, residual=False, progress=False, block_frames=BLOCK_FRAMES):
         self.device = torch.device(device)
         self.autocast_dtype = resolve_dtype(dtype, self.device)
         self.model, self.frontend, self.cmvn = build_from_dict(model_dict, self.device)
@@ -162,7 +171,7 @@ class Separator:
         self.overlap, self.batch_size, self.silence_db = float(overlap), int(batch_size), silence_db
         self.kmeans_points, self.kmeans_n_init, self.seed = int(kmeans_points), int(kmeans_n_init), seed
         self.dc_memory_bytes = int(dc_memory_mb * 2**20)
-        self.residual, self.progress = bool(residual), progress
+        self.residual, self.progress, self.block_frames = bool(residual), progress, int(block_frames)
         import librosa
 
         c = self.frontend.config
@@ -194,9 +203,7 @@ class Separator:
             SeparationError: empty input, zero channels, NaN/inf samples, unknown head.
         """
         wav = self._check_input(waveform, sample_rate)
-        head = head or self.default_head()
-        if head not in self.heads:
-            raise SeparationError(f"the model has no {head} head (heads: {', '.join(self.heads)})")
+        head = self._check_head(head)
         est = self._estimate(wav, sample_rate, head)  # (S, C, Nm) at the model's rate
         n = wav.shape[-1]
         out = np.empty((len(self.sources), wav.shape[0], n), dtype=np.float32)
@@ -208,6 +215,32 @@ class Separator:
             out[-1] = wav - out[:-1].sum(0)
         return {name: out[s].reshape(np.shape(waveform)) for s, name in enumerate(self.sources)}
 
+    def separate_file(self, in_path, out_paths, head=None, block_seconds=10.0, subtype=None, overwrite=False):
+        """Separate an audio file into audio files, streaming: memory does not grow with its length.
+
+        The outputs equal those of :meth:`separate` on the whole waveform (see :mod:`sepkit.stream`).
+
+        Args:
+            in_path: any file libsndfile decodes. out_paths: ``{source: path}`` or paths in
+                ``self.sources`` order; written at the input's rate, channels and length, each
+                under a temporary name renamed onto the path once all are complete.
+            head: "mi" or "dc". block_seconds: input read per block. subtype: soundfile subtype
+                (default: the format's). overwrite: replace existing output files.
+        Returns:
+            ``(sample_rate, channels, samples)`` of the input.
+        Raises:
+            AudioError (input), SeparationError (model, output), FileExistsError, OSError (writing).
+        """
+        from sepkit.stream import separate_file
+
+        return separate_file(self, in_path, out_paths, self._check_head(head), block_seconds, subtype, overwrite)
+
+    def _check_head(self, head):
+        head = head or self.default_head()
+        if head not in self.heads:
+            raise SeparationError(f"the model has no {head} head (heads: {', '.join(self.heads)})")
+        return head
+
     def _estimate(self, wav, sample_rate, head):
         """``(C, N)`` numpy at ``sample_rate`` -> estimates ``(S, C, Nm)`` numpy at the model's rate.
 
@@ -217,7 +250,7 @@ class Separator:
             x = np.stack([_resample_row(row, sample_rate, self.sample_rate) for row in wav])
             x = torch.from_numpy(x).to(self.device)  # (C, Nm)
             mel = self._mel(x.mean(0, keepdim=True))[0]  # (T, F) of the mono downmix
-            feats = self.cmvn(self.frontend.features(mel[None]))[0]  # (T, Din)
+            feats = self._features(mel)  # (T, Din)
             masks = self._mi_masks(feats) if head == "mi" else self._dc_masks(feats, mel)  # (T, F, S)
             del feats
             if self.residual:
@@ -257,14 +290,18 @@ class Separator:
         half = self.frontend.config.n_fft // 2
         return torch.nn.functional.pad(x, (half, half))
 
-    def _mel(self, x, block=BLOCK_FRAMES):
+    def _mel(self, x, block=None):
         """``(C, N)`` -> mel magnitude ``(C, T, F)``, T = 1 + N // hop, STFT in blocks of frames."""
-        T = self.frontend.num_frames(x.shape[-1])
+        T, block = self.frontend.num_frames(x.shape[-1]), block or self.block_frames
         xpad = self._pad(x)
         return torch.cat([self.frontend.mel(self._frames(xpad, a, min(a + block, T)).abs())
                           for a in range(0, T, block)], dim=1)
 
-    def _reconstruct(self, x, masks, block=BLOCK_FRAMES):
+    def _features(self, mel):
+        """Mel magnitude ``(T, F)`` -> normalised network input ``(T, Din)``."""
+        return self.cmvn(self.frontend.features(mel[None]))[0]
+
+    def _reconstruct(self, x, masks, block=None):
         """Mixture ``(C, N)`` and mel masks ``(T, F, S)`` -> estimates ``(S, C, N)`` (§3.2, mixture phase).
 
         Same result as :meth:`Frontend.reconstruct` on the whole signal: each block of frames
@@ -272,21 +309,33 @@ class Separator:
         sample of the block to receive all of its overlapping frames.
         """
         C, N = x.shape
-        S = masks.shape[-1]
-        c = self.frontend.config
-        hop, T = c.hop_length, masks.shape[0]
-        margin = math.ceil(c.n_fft / hop) + 1
+        hop, T, block = self.frontend.config.hop_length, masks.shape[0], block or self.block_frames
         xpad = self._pad(x)
-        out = torch.empty(S, C, N, device=x.device)
+        out = torch.empty(masks.shape[-1], C, N, device=x.device)
         for a in range(0, T, block):
             b = min(a + block, T)
-            a0, b0 = max(0, a - margin), min(T, b + margin)
-            spec = self._frames(xpad, a0, b0)  # (C, n, K)
-            lin = self.frontend.mask_to_linear(masks[a0:b0].permute(2, 0, 1))  # (S, n, K)
+            a0, b0 = max(0, a - self.margin), min(T, b + self.margin)
             end = N if b == T else b * hop
-            y = self.frontend.istft((spec[None] * lin[:, None]).reshape(S * C, b0 - a0, -1), end - a0 * hop)
-            out[:, :, a * hop:end] = y[:, (a - a0) * hop:].reshape(S, C, -1)
+            out[:, :, a * hop:end] = self._reconstruct_block(self._frames(xpad, a0, b0), masks[a0:b0], a0, a, end)
         return out
+
+    @property
+    def margin(self):
+        """Frames on each side of a block of frames that the inverse STFT of the block needs."""
+        c = self.frontend.config
+        return math.ceil(c.n_fft / c.hop_length) + 1
+
+    def _reconstruct_block(self, spec, masks, a0, a, end):
+        """STFT frames ``(C, n, K)`` of the mixture from frame ``a0`` and their masks ``(n, F, S)`` -> ``(S, C, M)``.
+
+        The estimates of samples ``[a * hop, end)``; frames before ``a`` (and any after the block)
+        only complete the overlap-add of those samples.
+        """
+        C, n, _ = spec.shape
+        S, hop = masks.shape[-1], self.frontend.config.hop_length
+        lin = self.frontend.mask_to_linear(masks.permute(2, 0, 1))  # (S, n, K)
+        y = self.frontend.istft((spec[None] * lin[:, None]).reshape(S * C, n, -1), end - a0 * hop)
+        return y[:, (a - a0) * hop:].reshape(S, C, -1)
 
     # ------------------------------------------------------------------ network over segments
     def _segment_batches(self, feats, head, desc):
@@ -301,31 +350,40 @@ class Separator:
         starts, owned, L = plan_segments(T, self.segment_frames, self.overlap)
         offsets = torch.arange(L, device=feats.device)
         starts_dev = torch.tensor(starts, device=feats.device)
-        key = "mask" if head == "mi" else "embedding"
         with tqdm(total=len(starts), desc=desc, unit="seg", disable=None if self.progress else True,
                   leave=False) as bar:
             for i in range(0, len(starts), self.batch_size):
                 j = min(i + self.batch_size, len(starts))
                 idx = starts_dev[i:j, None] + offsets  # (B, L)
-                x = feats[idx]  # (B, L, Din)
-                with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                                    enabled=self.autocast_dtype is not None):
-                    out = self.model(x, heads=(head,))[key].float()
-                yield starts[i:j], owned[i:j], idx, out.reshape(j - i, L, self.model.n_freq, -1)
+                yield starts[i:j], owned[i:j], idx, self._forward(feats[idx], head)
                 bar.update(j - i)
+
+    def _forward(self, x, head):
+        """Features ``(B, L, Din)`` -> masks ``(B, L, F, C)`` or embeddings ``(B, L, F, D)``, float32."""
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            out = self.model(x, heads=(head,))["mask" if head == "mi" else "embedding"].float()
+        return out.reshape(*x.shape[:2], self.model.n_freq, -1)
 
     def _mi_masks(self, feats):
         """MI head: masks ``(T, F, C)``, segment masks overlap-added with a Hann cross-fade."""
         T = feats.shape[0]
-        L = min(self.segment_frames, T)
-        win = torch.sin(math.pi * (torch.arange(L, device=feats.device) + 0.5) / L).square()  # > 0 everywhere
+        win = self._crossfade(min(self.segment_frames, T))
         acc = torch.zeros(T, self.model.n_freq, self.model.n_sources, device=feats.device)
         wsum = torch.zeros(T, device=feats.device)
-        for starts, _, idx, mask in self._segment_batches(feats, "mi", "separate (mi)"):
-            idx = idx.reshape(-1)
-            acc.index_add_(0, idx, (mask * win[None, :, None, None]).reshape(-1, *mask.shape[2:]))
-            wsum.index_add_(0, idx, win.repeat(len(starts)))
+        for _, _, idx, mask in self._segment_batches(feats, "mi", "separate (mi)"):
+            self._crossfade_add(acc, wsum, idx, mask, win)
         return acc / wsum[:, None, None]
+
+    def _crossfade(self, L):
+        """Hann cross-fade weights ``(L,)`` of the frames of a segment, > 0 everywhere."""
+        return torch.sin(math.pi * (torch.arange(L, device=self.device) + 0.5) / L).square()
+
+    @staticmethod
+    def _crossfade_add(acc, wsum, idx, mask, win):
+        """Add segment masks ``(B, L, F, C)`` weighted by ``win`` into ``acc`` at frames ``idx`` ``(B, L)``."""
+        acc.index_add_(0, idx.reshape(-1), (mask * win[None, :, None, None]).reshape(-1, *mask.shape[2:]))
+        wsum.index_add_(0, idx.reshape(-1), win.repeat(idx.shape[0]))
 
     def _dc_masks(self, feats, mel):
         """DC head: binary masks ``(T, F, C)`` from one k-means over the whole signal (§3.3).
@@ -334,14 +392,11 @@ class Separator:
         """
         T, F = mel.shape
         D, k = self.model.emb_dim, self.n_clusters
-        active = (mel > mel.max().clamp_min(1e-20) * 10 ** (-self.silence_db / 20)).reshape(-1)  # (T*F,)
+        active = (mel > self._silence_threshold(mel.max())).reshape(-1)  # (T*F,)
         sample = active.nonzero().squeeze(1)
         if sample.numel() < k:
             sample = torch.arange(T * F, device=mel.device)
-        if sample.numel() > self.kmeans_points:  # a Bernoulli subsample: ~kmeans_points bins, kept sorted
-            gen = torch.Generator(device=mel.device).manual_seed(self.seed)
-            keep = torch.rand(sample.numel(), generator=gen, device=mel.device) < self.kmeans_points / sample.numel()
-            sample = sample[keep]
+        sample = sample[subsample_bins(sample, self.kmeans_points, self.seed)]  # sorted
         sample_host = sample.cpu().numpy()
         one_pass = T * F * D * 4 <= self.dc_memory_bytes
         store = torch.empty(T, F, D, device=mel.device) if one_pass else None
@@ -364,40 +419,40 @@ class Separator:
             for starts, owned, _, emb in self._segment_batches(feats, "dc", "separate (dc) 2/2"):
                 for i, (s, (a, b)) in enumerate(zip(starts, owned)):
                     labels[a:b] = _nearest(emb[i, a - s:b - s], centers)
-        order = self._cluster_order(labels, active.reshape(T, F))
+        order = self._cluster_order(*self._low_occupancy(labels, active.reshape(T, F)))
         return torch.stack([labels == c for c in order], dim=-1).float()  # (T, F, C) in source order
 
-    def _cluster_order(self, labels, active):
-        """Cluster index for each of ``self.sources`` (labels, active: ``(T, F)``).
+    def _silence_threshold(self, peak):
+        """Mel magnitudes at or below this are silent (DC): ``silence_db`` below the file's peak."""
+        return peak.clamp_min(1e-20) * 10 ** (-self.silence_db / 20)
 
-        Vocals/accompaniment are named by the paper's < 200 Hz occupancy rule, counted on the
-        non-silent bins (on all bins when nothing below 200 Hz is audible).
+    @property
+    def names_clusters(self):
+        """Whether DC clusters are named by the < 200 Hz rule (else they are in arbitrary order)."""
+        return self.n_clusters == 2 and sorted(self.sources) == ["accompaniment", "vocals"]
+
+    def _low_occupancy(self, labels, active):
+        """Bins below 200 Hz per cluster ``(k,)``: ``(non-silent ones, all)``; labels, active ``(T, F)``."""
+        low = self.mel_freqs < 200.0
+        if not low.any():
+            low[0] = True
+        low = torch.as_tensor(low, device=labels.device)
+        occ = torch.nn.functional.one_hot(labels[:, low], self.n_clusters)  # (T, F_low, k)
+        return (occ * active[:, low, None]).sum((0, 1)), occ.sum((0, 1))
+
+    def _cluster_order(self, occ_active, occ_all):
+        """Cluster index for each of ``self.sources``, from :meth:`_low_occupancy` summed over the file.
+
+        Vocals/accompaniment are named by the paper's < 200 Hz occupancy rule
+        (:func:`sepkit.cluster.name_clusters_lowfreq`), counted on the non-silent bins (on all bins
+        when nothing below 200 Hz is audible).
         """
-        if self.n_clusters == 2 and sorted(self.sources) == ["accompaniment", "vocals"]:
-            low = self.mel_freqs < 200.0
-            if not low.any():
-                low[0] = True
-            low_t = torch.as_tensor(low, device=labels.device)
-            act = active[:, low_t].float()
-            occ = torch.nn.functional.one_hot(labels[:, low_t], 2).float()  # (T, F_low, 2)
-            vocal, acc = name_clusters_lowfreq(occ, self.mel_freqs[low], active=act if bool(act.any()) else None)
+        if self.names_clusters:
+            occ = occ_active if bool(occ_active.any()) else occ_all
+            vocal, acc = name_clusters_lowfreq(occ.double().view(1, 1, 2), [0.0])  # counts as one bin
             return [vocal if name == "vocals" else acc for name in self.sources]
         logger.warning("DC head: no naming rule for sources %s; clusters are in arbitrary order", self.sources)
         return list(range(self.n_clusters))
-
-
-def _resample_row(x, orig_sr, target_sr, length=None):
-    """One channel ``(N,)`` -> ``(length,)`` float32; the same soxr HQ filter as :func:`sepkit.audio.resample`.
-
-    ``length`` defaults to ``ceil(N * target_sr / orig_sr)``, as librosa does; shorter output is
-    zero padded, longer output cut.
-    """
-    if length is None:
-        length = int(np.ceil(x.shape[-1] * target_sr / orig_sr))
-    y = x if orig_sr == target_sr else soxr.resample(x, orig_sr, target_sr, quality="soxr_hq")
-    if y.shape[-1] < length:
-        return np.pad(y, (0, length - y.shape[-1])).astype(np.float32, copy=False)
-    return y[:length].astype(np.float32, copy=False)
 
 
 def _nearest(emb, centers):

@@ -1,0 +1,313 @@
+"""Streaming separation, file to file, in memory that does not grow with the input's length.
+
+:meth:`sepkit.separate.Separator.separate_file` (used by ``sepkit-separate``) reads the input with
+soundfile in blocks of ``block_seconds``, resamples each channel with a streaming soxr resampler
+(the filter of the in-memory path; soxr's streamed and one-shot outputs are the same samples), and
+computes the mel spectrogram, features, network segments, masks and inverse STFT in blocks of
+``Separator.block_frames`` frames, the blocks of the in-memory :meth:`Separator.separate`. The
+estimates are resampled back and written in blocks (soundfile in write mode, temporary names
+renamed onto the outputs at the end). Only a sliding window of a few blocks is held (a block of
+frames, one batch of segments and the inverse STFT's margin), and the outputs equal those of
+:meth:`Separator.separate` on the whole waveform (tests/test_separate_stream.py).
+
+Passes over the file: the MI head needs one. The DC head needs one k-means over the whole file,
+so it reads the file three times: (0) the mel spectrogram only, for the file's peak, which defines
+the silent bins (``silence_db`` below it); (1) the network, keeping the embeddings of at most
+``kmeans_points`` non-silent bins, those with the smallest values of a hash of their index
+(:func:`sepkit.blockwise.subsample_bins`: a uniform random subset, fixed by ``seed``, that does not depend on how
+the file is cut into blocks; the in-memory path fits k-means on the same bins); k-means on them;
+(2) the network again: every bin takes its nearest centre's label and the masks are applied. The
+< 200 Hz naming rule needs the whole file's labels, known only at the end of pass 2, so each
+cluster's estimate is written under a temporary name and named by the final renaming.
+"""
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from sepkit.audio import _format_of
+from sepkit.blockwise import AudioReader, BinSubsample, Resampler, Window, resampled_length
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["separate_file"]
+
+
+DELTA = 2  # frames of context of the delta features on each side (sepkit.frontend.deltas, width 2)
+
+
+class _Plan:
+    """What every pass over one input shares: its size, the model-rate length and the segments."""
+
+    def __init__(self, sep, reader, block_seconds):
+        from sepkit.separate import plan_segments
+
+        self.reader, self.sr, self.channels, self.n = reader, reader.sample_rate, reader.channels, reader.frames
+        self.nm = resampled_length(self.n, self.sr, sep.sample_rate)
+        self.T = sep.frontend.num_frames(self.nm)
+        self.starts, self.owned, self.L = plan_segments(self.T, sep.segment_frames, sep.overlap)
+        self.starts_dev = torch.tensor(self.starts, device=sep.device)
+        self.block_samples = max(1, int(round(block_seconds * self.sr)))
+
+
+class _Pass:
+    """One read of the input: model-rate samples, mel, features and network batches, on demand.
+
+    Everything is held in :class:`~sepkit.blockwise.Window` s from which what no later step needs is dropped.
+    """
+
+    def __init__(self, sep, plan, head=None, desc=""):
+        from tqdm import tqdm
+
+        c = sep.frontend.config
+        self.sep, self.p, self.head = sep, plan, head
+        self.hop, self.n_fft, self.half = c.hop_length, c.n_fft, c.n_fft // 2
+        self.blocks = plan.reader.blocks(plan.block_samples)
+        self.resampler = Resampler(plan.channels, plan.sr, sep.sample_rate, plan.nm)
+        self.x, self.mel, self.feats, self.masks = Window(1), Window(0), Window(0), Window(0)
+        self.bar = tqdm(total=len(plan.starts), desc=desc, unit="seg", leave=False,
+                        disable=None if (sep.progress and head) else True)
+
+    def ensure_x(self, end):
+        while self.x.end < min(end, self.p.nm):
+            block = next(self.blocks, None)
+            last = block is None
+            y = self.resampler.push(np.zeros((self.p.channels, 0), np.float32) if last else block, last)
+            self.x.append(torch.from_numpy(y).to(self.sep.device))
+
+    def xpad(self, a, b):
+        """Samples ``[a, b)`` ``(C, b - a)`` of the signal zero padded by ``n_fft // 2`` on both sides."""
+        b = min(b, self.p.nm + 2 * self.half)  # as slicing the padded signal
+        lo, hi = max(a - self.half, 0), min(b - self.half, self.p.nm)
+        if hi <= lo:
+            return torch.zeros(self.p.channels, b - a, device=self.sep.device)
+        self.ensure_x(hi)
+        return torch.nn.functional.pad(self.x.get(lo, hi), (lo - a + self.half, b - self.half - hi))
+
+    def ensure_mel(self, t):
+        """Mel magnitudes of the mono downmix up to frame ``t``, in the in-memory path's blocks."""
+        while self.mel.end < min(t, self.p.T):
+            a = self.mel.end
+            b = min(a + self.sep.block_frames, self.p.T)
+            mono = self.xpad(a * self.hop, (b - 1) * self.hop + self.n_fft).mean(0, keepdim=True)
+            self.mel.append(self.sep.frontend.mel(self.sep._frames(mono, 0, b - a).abs())[0])
+
+    def ensure_feats(self, t):
+        T = self.p.T
+        if self.feats.end >= min(t, T):
+            return
+        self.ensure_mel(t + DELTA)
+        a = self.feats.end
+        b = T if self.mel.end == T else self.mel.end - DELTA
+        lo, hi = max(0, a - DELTA), min(T, b + DELTA)
+        self.feats.append(self.sep._features(self.mel.get(lo, hi))[a - lo:b - lo])
+
+    def batches(self):
+        """Yield ``(i, j, idx, out)``: network outputs ``(B, L, F, X)`` of segments ``i..j-1``, frames ``idx``."""
+        p, B = self.p, self.sep.batch_size
+        offsets = torch.arange(p.L, device=self.sep.device)
+        for i in range(0, len(p.starts), B):
+            j = min(i + B, len(p.starts))
+            self.ensure_feats(p.starts[j - 1] + p.L)
+            idx = p.starts_dev[i:j, None] + offsets  # (B, L)
+            yield i, j, idx, self.sep._forward(self.feats.data[idx - self.feats.start], self.head)
+            self.bar.update(j - i)
+            nxt = p.starts[j] if j < len(p.starts) else p.T
+            self.feats.drop_before(nxt)
+            self.mel.drop_before(min(nxt, self.feats.end) - DELTA)
+        self.bar.close()
+
+    def mi_masks(self):
+        """Append final MI masks to ``self.masks`` batch by batch (the in-memory cross-fade)."""
+        sep, p = self.sep, self.p
+        win = sep._crossfade(p.L)
+        acc, wsum = Window(0), Window(0)
+        for _, j, idx, mask in self.batches():
+            grow = p.starts[j - 1] + p.L - acc.end
+            if grow > 0:
+                acc.append(torch.zeros(grow, *mask.shape[2:], device=sep.device))
+                wsum.append(torch.zeros(grow, device=sep.device))
+            sep._crossfade_add(acc.data, wsum.data, idx - acc.start, mask, win)
+            final = p.starts[j] if j < len(p.starts) else p.T
+            a = self.masks.end
+            self.masks.append(acc.get(a, final) / wsum.get(a, final)[:, None, None])
+            acc.drop_before(final)
+            wsum.drop_before(final)
+            yield
+
+    def owned(self, i, j, out):
+        """Yield ``(a, b, out)`` per segment of a batch: the frames it owns and their outputs."""
+        for s, (a, b), o in zip(self.p.starts[i:j], self.p.owned[i:j], out):
+            yield a, b, o[a - s:b - s]
+
+    def dc_masks(self, centers, threshold):
+        """Append one-hot DC masks ``(frames, F, k)`` in cluster order; sets ``self.occupancy``."""
+        from sepkit.separate import _nearest
+
+        occ = [0, 0]
+        for i, j, _, emb in self.batches():
+            for a, b, e in self.owned(i, j, emb):
+                labels = _nearest(e, centers)
+                occ = [o + n for o, n in zip(occ, self.sep._low_occupancy(labels, self.mel.get(a, b) > threshold))]
+                self.masks.append(torch.nn.functional.one_hot(labels, self.sep.n_clusters).float())
+            yield
+        self.occupancy = occ
+
+    def reconstruct(self, masks, n_est, emit):
+        """Estimates of the first ``n_est`` masks at the model's rate, by blocks: ``emit((n_est, C, n), last)``."""
+        sep, p = self.sep, self.p
+        for a in range(0, p.T, sep.block_frames):
+            b = min(a + sep.block_frames, p.T)
+            a0, b0 = max(0, a - sep.margin), min(p.T, b + sep.margin)
+            while self.masks.end < b0:
+                next(masks)
+            spec = sep._frames(self.xpad(a0 * self.hop, (b0 - 1) * self.hop + self.n_fft), 0, b0 - a0)
+            end = p.nm if b == p.T else b * self.hop
+            emit(sep._reconstruct_block(spec, self.masks.get(a0, b0)[..., :n_est], a0, a, end).cpu().numpy(), b == p.T)
+            nxt = max(0, b - sep.margin)
+            self.masks.drop_before(nxt)
+            self.x.drop_before(nxt * self.hop - self.half)
+        for _ in masks:  # nothing left: closes the batches' progress bar
+            pass
+
+
+class _Outputs:
+    """Estimates at the model's rate -> resampled back -> target files under temporary names.
+
+    ``targets``: functions ``(E (S, C, n), input (C, n)) -> (C, n)`` at the input's rate, each
+    written to a temporary file in ``dirs[t]``; :meth:`commit` renames the chosen ones.
+    """
+
+    def __init__(self, sep, plan, n_est, targets, dirs, fmt, subtype, need_input):
+        self.plan, self.n_est, self.targets, self.files, self.writers = plan, n_est, targets, [], []
+        self.resampler = Resampler(n_est * plan.channels, sep.sample_rate, plan.sr, plan.n)
+        self.raw = sf.SoundFile(plan.reader.path) if need_input else None
+        umask = os.umask(0)
+        os.umask(umask)
+        try:
+            for d in dirs:
+                fd, tmp = tempfile.mkstemp(prefix=".sepkit-separate.", suffix=".tmp", dir=d)
+                os.close(fd)
+                os.chmod(tmp, 0o666 & ~umask)  # follow the umask, as open() would
+                self.files.append(tmp)
+                self.writers.append(sf.SoundFile(tmp, "w", plan.sr, plan.channels, subtype=subtype, format=fmt))
+        except BaseException:
+            self.discard()
+            raise
+
+    def __call__(self, est, last):
+        from sepkit.separate import SeparationError
+
+        y = self.resampler.push(est.reshape(self.n_est * self.plan.channels, -1), last)
+        y = y.reshape(self.n_est, self.plan.channels, -1)
+        wav = None if self.raw is None else self.raw.read(y.shape[-1], dtype="float32", always_2d=True).T
+        for target, w in zip(self.targets, self.writers):
+            block = target(y, wav)
+            if not np.isfinite(block).all():
+                raise SeparationError("the separated audio contains NaN or infinite samples (broken model weights?)")
+            w.write(block.T)
+
+    def commit(self, chosen, dests):
+        """Rename target ``chosen[i]`` onto ``dests[i]``; the other temporary files are removed."""
+        self._close()
+        for tmp in self.files:
+            with open(tmp, "rb+") as fh:  # data on disk before the rename makes it visible
+                os.fsync(fh.fileno())
+        for t, dest in zip(chosen, dests):
+            os.replace(self.files[t], dest)
+            self.files[t] = None
+        self.discard()
+
+    def _close(self):
+        for w in self.writers + [self.raw]:
+            if w is not None and not w.closed:
+                w.close()
+
+    def discard(self):
+        self._close()
+        for tmp in self.files:
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def _destinations(sources, out_paths, overwrite):
+    if isinstance(out_paths, dict):
+        missing = [s for s in sources if s not in out_paths]
+        if missing or len(out_paths) != len(sources):
+            raise ValueError(f"out_paths must name every source ({', '.join(sources)}), got {sorted(out_paths)}")
+        out_paths = [out_paths[s] for s in sources]
+    dests = [Path(d) for d in out_paths]
+    if len(dests) != len(sources):
+        raise ValueError(f"need {len(sources)} output paths ({', '.join(sources)}), got {len(dests)}")
+    for d in dests:
+        if (d.exists() or d.is_symlink()) and not overwrite:
+            raise FileExistsError(f"{d}: exists (overwrite=True replaces it)")
+    return dests
+
+
+def separate_file(sep, in_path, out_paths, head, block_seconds=10.0, subtype=None, overwrite=False):
+    """:meth:`sepkit.separate.Separator.separate_file` (see there and this module's text)."""
+    from sepkit.separate import SeparationError
+
+    dests = _destinations(sep.sources, out_paths, overwrite)
+    if not block_seconds > 0:
+        raise ValueError(f"block_seconds must be positive, got {block_seconds}")
+    plan = _Plan(sep, AudioReader(in_path), block_seconds)
+    S, fmt = len(sep.sources), _format_of(dests[0])
+    named = head == "dc" and sep.names_clusters
+    if named and len({_format_of(d) for d in dests}) > 1:
+        raise SeparationError("the outputs of the DC head must all have one format (wav, flac or ogg)")
+    with torch.inference_mode():
+        if head == "dc":
+            centers, threshold = _fit_centers(sep, plan)
+        n_est = sep.n_clusters if named else S - int(sep.residual)
+        targets = [lambda E, wav, c=c: E[c] for c in range(n_est)]
+        if sep.residual:  # the last source is the input minus the other estimates
+            rests = [slice(c, c + 1) for c in range(n_est)] if named else [slice(0, n_est)]
+            targets += [lambda E, wav, r=r: wav - E[r].sum(0) for r in rests]
+        dirs = [dests[0].parent] * len(targets) if named else [d.parent for d in dests]
+        out = _Outputs(sep, plan, n_est, targets, dirs, fmt, subtype, sep.residual)
+        try:
+            run = _Pass(sep, plan, head, f"separate ({head})" + (" 2/2" if head == "dc" else ""))
+            masks = run.mi_masks() if head == "mi" else run.dc_masks(centers, threshold)
+            run.reconstruct(masks, n_est, out)
+            chosen = list(range(S))
+            if named:
+                order = sep._cluster_order(*run.occupancy)
+                chosen = order[:S - 1] + [n_est + order[0] if sep.residual else order[-1]]
+            out.commit(chosen, dests)
+        except BaseException:
+            out.discard()
+            raise
+    return plan.sr, plan.channels, plan.n
+
+
+def _fit_centers(sep, plan):
+    """DC passes 0 and 1: the file's mel peak, then k-means on the subsample of its non-silent bins."""
+    from sepkit.cluster import kmeans
+
+    scan = _Pass(sep, plan)  # pass 0: mel only
+    peak = torch.zeros((), device=sep.device)
+    for a in range(0, plan.T, sep.block_frames):
+        scan.ensure_mel(a + sep.block_frames)
+        peak = torch.maximum(peak, scan.mel.data.max())
+        scan.mel.drop_before(scan.mel.end)
+        scan.x.drop_before(scan.mel.end * scan.hop - scan.half)
+    threshold = sep._silence_threshold(peak)
+    F, k = sep.model.n_freq, sep.n_clusters
+    active, every, n_active = BinSubsample(sep.kmeans_points, sep.seed), BinSubsample(sep.kmeans_points, sep.seed), 0
+    run = _Pass(sep, plan, "dc", "separate (dc) 1/2")
+    for i, j, _, emb in run.batches():
+        for a, b, e in run.owned(i, j, emb):
+            e = e.reshape(-1, e.shape[-1])
+            act = (run.mel.get(a, b) > threshold).reshape(-1).nonzero().squeeze(1)
+            active.add(act + a * F, e[act])
+            n_active += act.numel()
+            if n_active < k:  # a (nearly) silent file so far: k-means may need all bins
+                every.add(torch.arange(a * F, b * F, device=sep.device), e)
+    idx, points = (active if n_active >= k else every).result()
+    return kmeans(points, k, n_init=sep.kmeans_n_init, seed=sep.seed).centers, threshold
