@@ -8,7 +8,10 @@
 #                                   after MARKER was written makes it stale)
 #   stamp_write MARKER SIG          write MARKER (atomically) with SIG as its first line
 #   stamp_clear MARKER              remove MARKER (before redoing the work it stands for)
-#   move_aside PATH                 rename PATH to PATH.old.<YYYYmmdd-HHMMSS> (a free name) and log it
+#   move_aside PATH                 rename PATH to PATH.old.<YYYYmmdd-HHMMSS> (a free name; in
+#                                   $moved_to) and log it
+#   repoint_scps DIR FROM...        in DIR/*.scp, make values that start with FROM/ start with DIR/
+#                                   (a moved-aside result keeps reading its own files)
 #   refuse_overwrite PATH WHY       "<script>: PATH: WHY; ... --overwrite true ..." on stderr, exit 1
 #
 # A stage's marker is written only after all its outputs are complete, so an interrupted stage
@@ -73,10 +76,26 @@ move_aside() {
     n=$((n + 1))
   done
   mv -- "$path" "$old"
+  moved_to=$old
   echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}) --overwrite: moved $path aside to $old (remove it when no longer needed)" >&2
 }
 
 refuse_overwrite() {
   echo "${0##*/}: $1: $2; not replacing it without --overwrite true (which moves it aside to $1.old.<time>)" >&2
   exit 1
+}
+
+repoint_scps() {
+  local dir=$1 from f
+  shift
+  for f in "$dir"/*.scp; do
+    [ -f "$f" ] || continue
+    for from in "$@"; do
+      awk -v a="${from%/}/" -v b="${dir%/}/" '{
+        k = index($0, " ")
+        if (k && substr($0, k + 1, length(a)) == a) $0 = substr($0, 1, k) b substr($0, k + 1 + length(a))
+        print
+      }' "$f" > "$f.tmp.$$" && mv -f "$f.tmp.$$" "$f"
+    done
+  done
 }

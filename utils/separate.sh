@@ -5,16 +5,18 @@
 #   writes <exp-dir>/separate_<set>_<head>/ for each head (<set> = basename of <data-dir>):
 #     wav/<source>/<utt>.wav, wav.scp (mixtures), <source>.scp (estimates), sources, utt2dur, log/
 #   e.g. utils/separate.sh --nj 4 --cmd "$decode_cmd" --head both exp/chimera data/test_remix exp/chimera
-#   A head whose dir is complete (.done marker naming the same model file, size and time) is
-#   skipped; an interrupted run resumes where it stopped (utterances already written are kept);
-#   --overwrite true redoes everything.
+#   A head whose dir is complete (.done marker naming the same model file, size and time, options
+#   and data dir, newer than its wav.scp) is skipped; an interrupted run of the same model, options
+#   and data resumes where it stopped (utterances already written are kept). Anything else in that
+#   dir (separated with another model, options or data, or not made by separate.sh) is never
+#   removed: it is refused, and --overwrite true moves it aside to <dir>.old.<time> and redoes it.
 nj=4              # parallel jobs (at most one per utterance)
 cmd=utils/run.py  # job runner: utils/run.py (local) or utils/slurm.py, with options
 head=both         # mi, dc, or both (every head the model has)
 ngpu=0            # GPUs per job: 0 = separate on CPU, 1 = on a GPU
 num_threads=1     # torch CPU threads per job
 separate_opts=    # more options of sepkit.bin.separate_data, e.g. "--dtype float32 --segment-frames 200"
-overwrite=false   # redo separations that are done
+overwrite=false   # redo separations that are done; the old ones are moved aside to <dir>.old.<time>
 . "$(dirname "$0")/parse_options.sh"
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -49,14 +51,29 @@ n_utts=$(wc -l < "$data/wav.scp")
 for h in $heads; do
   dir=$expdir/separate_${set_name}_$h
   sig="$model_id head=$h opts=$separate_opts data=$(cd "$data" && pwd)"
-  if ! $overwrite && stamp_ok "$dir/.done" "$sig" "$data/wav.scp"; then
+  # ours: made by this script with this model, head, options and data (interrupted or done)
+  why=
+  if [ ! -f "$dir/model_id" ]; then
+    why="not made by separate.sh (no model_id)"
+  elif [ "$(cat "$dir/model_id")" != "$sig" ]; then
+    why="separated with another model file, head, --separate-opts or data dir (see its model_id)"
+  elif [ "$data/wav.scp" -nt "$dir/model_id" ]; then
+    why="separated before $data/wav.scp changed"
+  fi
+  if [ -z "$why" ] && ! $overwrite && stamp_ok "$dir/.done" "$sig" "$data/wav.scp"; then
     log "$dir: already separated with $model_file, skipping (--overwrite true to redo)"
     continue
   fi
-  stamp_clear "$dir/.done"
-  if $overwrite || { [ -f "$dir/model_id" ] && [ "$(cat "$dir/model_id")" != "$sig" ]; }; then
-    rm -rf "$dir/wav"  # another model or data dir (or asked for): the wavs there are stale
+  if [ -d "$dir" ] && [ -n "$(ls -A "$dir")" ] && { [ -n "$why" ] || $overwrite; }; then
+    $overwrite || refuse_overwrite "$dir" "$why"
+    abs=$(readlink -f "$dir")
+    move_aside "$dir"
+    repoint_scps "$moved_to" "$dir" "$abs"
+  elif [ -e "$dir" ] && [ ! -d "$dir" ]; then
+    $overwrite || refuse_overwrite "$dir" "not a directory"
+    move_aside "$dir"
   fi
+  stamp_clear "$dir/.done"
   mkdir -p "$dir/log" "$dir/split$nj"
   echo "$sig" > "$dir/model_id"
   log "separating $data ($n_utts utts) with the $h head of $model_file in $nj job(s) -> $dir"
