@@ -410,6 +410,8 @@ class Separator:
                     points[lo:hi] = emb[i, a - s:b - s].reshape(-1, D)[sample[lo:hi] - a * F]
         if one_pass:
             points = store.reshape(-1, D)[sample]
+        if not bool(torch.isfinite(points).all()):
+            raise SeparationError("the model produced NaN or infinite embeddings")
         centers = kmeans(points, k, n_init=self.kmeans_n_init, seed=self.seed).centers  # (k, D)
         labels = torch.empty(T, F, dtype=torch.long, device=mel.device)
         if one_pass:

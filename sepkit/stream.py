@@ -179,22 +179,23 @@ class _Outputs:
     """Estimates at the model's rate -> resampled back -> target files under temporary names.
 
     ``targets``: functions ``(E (S, C, n), input (C, n)) -> (C, n)`` at the input's rate, each
-    written to a temporary file in ``dirs[t]``; :meth:`commit` renames the chosen ones.
+    written to a temporary file ``paths[t]`` + a random suffix; :meth:`commit` renames the chosen ones.
     """
 
-    def __init__(self, sep, plan, n_est, targets, dirs, fmt, subtype, need_input):
+    def __init__(self, sep, plan, n_est, targets, paths, fmt, subtype, need_input):
         self.plan, self.n_est, self.targets, self.files, self.writers = plan, n_est, targets, [], []
         self.resampler = Resampler(n_est * plan.channels, sep.sample_rate, plan.sr, plan.n)
         self.raw = sf.SoundFile(plan.reader.path) if need_input else None
         umask = os.umask(0)
         os.umask(umask)
         try:
-            for d in dirs:
-                fd, tmp = tempfile.mkstemp(prefix=".sepkit-separate.", suffix=".tmp", dir=d)
+            for path in paths:
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
                 os.close(fd)
                 os.chmod(tmp, 0o666 & ~umask)  # follow the umask, as open() would
                 self.files.append(tmp)
-                self.writers.append(sf.SoundFile(tmp, "w", plan.sr, plan.channels, subtype=subtype, format=fmt))
+                self.writers.append(_soundfile_call(sf.SoundFile, tmp, "w", plan.sr, plan.channels, subtype=subtype,
+                                                    format=fmt))
         except BaseException:
             self.discard()
             raise
@@ -208,8 +209,8 @@ class _Outputs:
         for target, w in zip(self.targets, self.writers):
             block = target(y, wav)
             if not np.isfinite(block).all():
-                raise SeparationError("the separated audio contains NaN or infinite samples (broken model weights?)")
-            w.write(block.T)
+                raise SeparationError("the model produced NaN or infinite samples")
+            _soundfile_call(w.write, block.T)
 
     def commit(self, chosen, dests):
         """Rename target ``chosen[i]`` onto ``dests[i]``; the other temporary files are removed."""
@@ -232,6 +233,14 @@ class _Outputs:
         for tmp in self.files:
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def _soundfile_call(fn, *args, **kwargs):
+    """libsndfile's errors (a full disk, a subtype the format lacks) as one-line OSErrors."""
+    try:
+        return fn(*args, **kwargs)
+    except (RuntimeError, ValueError) as exc:
+        raise OSError((str(exc).strip().splitlines() or [type(exc).__name__])[0]) from None
 
 
 def _destinations(sources, out_paths, overwrite):
@@ -269,8 +278,8 @@ def separate_file(sep, in_path, out_paths, head, block_seconds=10.0, subtype=Non
         if sep.residual:  # the last source is the input minus the other estimates
             rests = [slice(c, c + 1) for c in range(n_est)] if named else [slice(0, n_est)]
             targets += [lambda E, wav, r=r: wav - E[r].sum(0) for r in rests]
-        dirs = [dests[0].parent] * len(targets) if named else [d.parent for d in dests]
-        out = _Outputs(sep, plan, n_est, targets, dirs, fmt, subtype, sep.residual)
+        paths = [dests[0].with_name(f"{head}{t}") for t in range(len(targets))] if named else dests
+        out = _Outputs(sep, plan, n_est, targets, paths, fmt, subtype, sep.residual)
         try:
             run = _Pass(sep, plan, head, f"separate ({head})" + (" 2/2" if head == "dc" else ""))
             masks = run.mi_masks() if head == "mi" else run.dc_masks(centers, threshold)
@@ -289,6 +298,7 @@ def separate_file(sep, in_path, out_paths, head, block_seconds=10.0, subtype=Non
 def _fit_centers(sep, plan):
     """DC passes 0 and 1: the file's mel peak, then k-means on the subsample of its non-silent bins."""
     from sepkit.cluster import kmeans
+    from sepkit.separate import SeparationError
 
     scan = _Pass(sep, plan)  # pass 0: mel only
     peak = torch.zeros((), device=sep.device)
@@ -310,4 +320,6 @@ def _fit_centers(sep, plan):
             if n_active < k:  # a (nearly) silent file so far: k-means may need all bins
                 every.add(torch.arange(a * F, b * F, device=sep.device), e)
     idx, points = (active if n_active >= k else every).result()
+    if not bool(torch.isfinite(points).all()):
+        raise SeparationError("the model produced NaN or infinite embeddings")
     return kmeans(points, k, n_init=sep.kmeans_n_init, seed=sep.seed).centers, threshold
