@@ -4,6 +4,7 @@ Waveforms are float32 numpy arrays shaped ``(channels, samples)``. Every reading
 as :class:`AudioError` whose message names the file and the problem in one line, so that command
 line tools can print it as is.
 """
+import errno
 import logging
 import os
 import tempfile
@@ -58,8 +59,9 @@ def probe_audio(path):
         AudioError: missing, directory, empty, truncated WAV, not audio, zero channels.
     """
     path = str(path)
-    if not os.path.exists(path):
-        raise AudioError(f"{path}: no such file")
+    problem = path_problem(path)
+    if problem is not None:
+        raise AudioError(f"{path}: {problem}")
     if os.path.isdir(path):
         raise AudioError(f"{path}: is a directory, not an audio file")
     if os.path.getsize(path) == 0:
@@ -129,6 +131,35 @@ def write_audio(path, wav, sample_rate, subtype=None):
         raise AudioError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
+def path_problem(path):
+    """Why ``path`` cannot be opened, in a few words (``"no such file"``, ``"symbolic link loop"``, ...), or None."""
+    try:
+        os.stat(path)
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop (too many levels of symbolic links)"
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+        if exc.errno == errno.ENOENT:
+            return "no such file"
+        return f"cannot be opened ({exc.strerror or exc})"
+
+
+def current_umask():
+    """The process's file mode creation mask (read without changing it for good)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def umask_mkdtemp(prefix, suffix, dir):
+    """``tempfile.mkdtemp`` whose directory follows the umask (mkdtemp makes 0700) once renamed into place."""
+    tmp = tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=dir)
+    os.chmod(tmp, 0o777 & ~current_umask())
+    return Path(tmp)
+
+
 class atomic_path:
     """Context manager yielding a temporary path beside ``path``; renamed onto it on success only.
 
@@ -142,9 +173,7 @@ class atomic_path:
     def __enter__(self):
         fd, tmp = tempfile.mkstemp(prefix="." + self.path.name + ".", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; follow the umask like open() would
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files; follow the umask like open() would
         self.tmp = tmp
         return tmp
 

@@ -11,19 +11,21 @@ it loads with ``torch.load(..., weights_only=True)`` — safe for files from str
 Training checkpoints are the same dict plus resume state; ``exp/<tag>/model.pt`` (the best model by
 validation loss) and exported files are model files.
 """
+import math
 import os
+import re
 from pathlib import Path
 
 import torch
 
 import sepkit
-from sepkit.audio import atomic_path
+from sepkit.audio import atomic_path, path_problem
 
 FORMAT = "sepkit-model/1"
 MODEL_KEYS = ("format", "sepkit_version", "model_conf", "feat_conf", "cmvn", "sources", "train", "model_state")
 
 __all__ = ["FORMAT", "ModelFileError", "make_model_dict", "save_model_dict", "load_model_dict", "resolve_model_path",
-           "build_from_dict"]
+           "check_model_dict", "build_from_dict"]
 
 
 class ModelFileError(RuntimeError):
@@ -56,13 +58,16 @@ def save_model_dict(path, d):
 def resolve_model_path(path):
     """``exp/<tag>`` directory -> its ``model.pt``; a file is returned as is."""
     path = Path(path)
+    problem = path_problem(path)
+    if problem is not None:
+        raise ModelFileError(f"{path}: {'no such model file or directory' if problem == 'no such file' else problem}")
     if path.is_dir():
         cand = path / "model.pt"
         if not cand.is_file():
-            raise ModelFileError(f"{path}: no model.pt in this directory (has training finished?)")
+            problem = path_problem(cand)
+            raise ModelFileError(f"{cand}: {problem}" if problem not in (None, "no such file") else
+                                 f"{path}: no model.pt in this directory (has training finished?)")
         return cand
-    if not path.exists():
-        raise ModelFileError(f"{path}: no such model file or directory")
     return path
 
 
@@ -74,14 +79,102 @@ def load_model_dict(path):
     try:
         d = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        msg = str(exc).strip().splitlines()
-        raise ModelFileError(f"{path}: not a loadable sepkit model ({msg[0] if msg else type(exc).__name__})") from None
+        raise ModelFileError(f"{path}: not a loadable sepkit model ({_load_error(exc)})") from None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a sepkit model file (expected format {FORMAT})")
     missing = [k for k in MODEL_KEYS if k not in d]
     if missing:
         raise ModelFileError(f"{path}: model file lacks {missing}")
+    check_model_dict(d, path)
     return d
+
+
+def _load_error(exc):
+    """One line for a failed ``torch.load``, without torch's advice to load the file unsafely."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    if "WeightsUnpickler error" in text:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found:
+            return f"it holds a Python object ({found[1]}), not plain data; refusing to unpickle it"
+        detail = [ln.strip() for ln in text.split("WeightsUnpickler error:", 1)[1].splitlines() if ln.strip()]
+        return f"not a file of plain data{' (' + detail[0] + ')' if detail else ''}"
+    first = (text.splitlines() or [type(exc).__name__])[0].split(". ")[0]
+    if "weights_only" in first:
+        return f"{type(exc).__name__} while unpickling"
+    return first
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and v.is_integer()
+
+
+def check_model_dict(d, path):
+    """Raise :class:`ModelFileError` naming ``path`` and the key for settings or weights that cannot work.
+
+    Checks the feature settings (positive sizes, window within the FFT, mel band), that the network
+    settings fit them and the sources, and that CMVN statistics and every weight are finite.
+    """
+    from sepkit.frontend import FeatureConfig
+    from sepkit.nets import MODELS
+
+    def bad(key, why):
+        raise ModelFileError(f"{path}: {key} {why}")
+
+    for key in ("feat_conf", "model_conf", "cmvn", "model_state"):
+        if not isinstance(d[key], dict):
+            bad(key, f"must be a mapping, got {type(d[key]).__name__}")
+    defaults = FeatureConfig().to_dict()
+    for key in sorted(set(d["feat_conf"]) - set(defaults)):
+        bad(f"feat_conf.{key}", f"is not a feature setting (known: {', '.join(defaults)})")
+    fc = {**defaults, **d["feat_conf"]}
+    for key, default in defaults.items():
+        v = fc[key]
+        ok = isinstance(v, bool) if isinstance(default, bool) else _is_int(v) if isinstance(default, int) else (
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+        if not ok:
+            bad(f"feat_conf.{key}", f"must be {type(default).__name__}, got {v!r}")
+    for key in ("sample_rate", "n_fft", "hop_length", "n_mels"):
+        if fc[key] <= 0:
+            bad(f"feat_conf.{key}", f"must be positive, got {fc[key]!r}")
+    if not 0 <= fc["win_length"] <= fc["n_fft"]:
+        bad("feat_conf.win_length", f"must be 0 (= n_fft) or at most n_fft = {fc['n_fft']}, got {fc['win_length']!r}")
+    fmax = fc["fmax"] or fc["sample_rate"] / 2
+    if not 0 <= fc["fmin"] < fmax:  # an empty mel band: every filter is zero
+        bad("feat_conf.fmin", f"must be in [0, fmax = {fmax!r}), got {fc['fmin']!r}")
+    input_dim = fc["n_mels"] * (2 if fc["use_delta"] else 1)
+
+    mc = d["model_conf"]
+    if mc.get("type", "chimera") not in MODELS:
+        bad("model_conf.type", f"{mc.get('type')!r} is not a known network (known: {', '.join(MODELS)})")
+    for key in ("input_dim", "n_freq", "hidden", "layers", "emb_dim", "n_sources"):
+        if key in mc and not (_is_int(mc[key]) and mc[key] > 0):
+            bad(f"model_conf.{key}", f"must be a positive integer, got {mc[key]!r}")
+    if mc.get("input_dim") != input_dim:
+        bad("model_conf.input_dim", f"is {mc.get('input_dim')!r} but the features (feat_conf) have {input_dim}")
+    if mc.get("n_freq", 150) != fc["n_mels"]:
+        bad("model_conf.n_freq", f"is {mc.get('n_freq', 150)!r} but feat_conf.n_mels is {fc['n_mels']}")
+    sources = d["sources"]
+    if (not isinstance(sources, (list, tuple)) or len(sources) < 2 or len(set(map(str, sources))) != len(sources)
+            or not all(isinstance(s, str) and s for s in sources)):
+        bad("sources", f"must be a list of at least two distinct names, got {sources!r}")
+    if mc.get("n_sources", 2) != len(sources):
+        bad("model_conf.n_sources", f"is {mc.get('n_sources', 2)!r} but the model file names {len(sources)} sources")
+
+    for key in ("mean", "std"):
+        try:
+            v = torch.as_tensor(d["cmvn"][key], dtype=torch.float64)
+        except (KeyError, TypeError, ValueError, RuntimeError):
+            bad(f"cmvn.{key}", "is missing or not a list of numbers")
+        if v.shape != (input_dim,):
+            bad(f"cmvn.{key}", f"has shape {tuple(v.shape)}, the features have {input_dim} dimensions")
+        if not torch.isfinite(v).all() or key == "std" and not (v > 0).all():
+            bad(f"cmvn.{key}", "has NaN, infinite" + (" or non-positive" if key == "std" else "") + " values")
+    for name, t in d["model_state"].items():
+        if not isinstance(t, torch.Tensor):
+            bad(f"model_state.{name}", f"is not a tensor ({type(t).__name__})")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            n = int((~torch.isfinite(t)).sum())
+            bad(f"parameter {name}", f"has {n} NaN or infinite value{'s' if n > 1 else ''} (a diverged training run?)")
 
 
 def build_from_dict(d, device="cpu"):

@@ -14,22 +14,27 @@ the model's rate (16 kHz) and the estimates back, so they hold nothing above its
 ``--residual`` makes the accompaniment the input minus the vocals instead (full band, and the two
 outputs sum to the input).
 
-A file that cannot be separated (missing, empty, truncated, not audio, NaN/inf samples, zero
-channels, output not writable, output exists without ``--overwrite``) gets one line on stderr
-naming it and the problem and leaves no output; the other files are still separated and the exit
-status is 1 at the end (at once with ``--fail-fast``). Each output directory appears complete or
-not at all (both files are written into a hidden temporary directory that is then renamed).
+A file that cannot be separated (missing, a symbolic link loop, empty, truncated, not audio,
+NaN/inf samples, zero channels, output not writable, output exists without ``--overwrite``) gets
+one line on stderr naming it and the problem and leaves no output; the other files are still
+separated and the exit status is 1 at the end (at once with ``--fail-fast``). A model file that
+cannot be used (unloadable, settings that cannot work, NaN/inf weights) is one line naming it and
+the setting. Each output directory appears complete or not at all (both files are written into a
+hidden temporary directory that is then renamed); OUT is made only when the first output is
+written (no empty folder after an error), and outputs follow the umask. Outputs already there, of
+an earlier run or of the user, are never replaced without ``--overwrite``.
 """
 import argparse
 import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from sepkit.audio import AudioError, read_audio, write_audio
+import numpy as np
+
+from sepkit.audio import AudioError, path_problem, read_audio, umask_mkdtemp, write_audio
 
 PROG = "sepkit-separate"
 logger = logging.getLogger("sepkit.bin.separate")
@@ -76,12 +81,23 @@ def error(msg):
 
 
 def check_outdir(outdir):
-    """Create ``outdir`` and prove it writable; one-line :class:`FileError` otherwise."""
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryDirectory(prefix=".sepkit-check.", dir=outdir).cleanup()
-    except OSError as exc:
-        raise FileError(f"{outdir}: output directory cannot be written ({exc.strerror or exc})") from None
+    """One-line :class:`FileError` when ``outdir`` cannot be created or written; creates nothing.
+
+    The directory itself is made only when the first output is written, so a run that fails on the
+    model or on every input leaves no empty folder behind.
+    """
+    probe = outdir.absolute()
+    while not (probe.exists() or probe.is_symlink()) and probe != probe.parent:
+        probe = probe.parent  # the nearest existing ancestor (or outdir itself)
+    why = path_problem(probe)
+    if why is None and not probe.is_dir():
+        why = f"{probe} is not a directory"
+    elif why is None and not os.access(probe, os.W_OK | os.X_OK):
+        why = f"{probe}: permission denied"
+    elif why is not None:
+        why = f"{probe}: {why}"
+    if why is not None:
+        raise FileError(f"{outdir}: output directory cannot be written ({why})")
 
 
 def plan_outputs(files, outdir, overwrite):
@@ -102,12 +118,19 @@ def plan_outputs(files, outdir, overwrite):
 
 
 def write_outputs(dest, estimates, sample_rate, subtype, overwrite):
-    """Write ``{source: (C, N)}`` into ``dest`` so that it appears complete or not at all."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    """Write ``{source: (C, N)}`` into ``dest`` so that it appears complete or not at all.
+
+    ``dest`` (and the output directory, made here on the first output) follow the umask.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = umask_mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     old = None
     try:
         for name, wav in estimates.items():
-            write_audio(tmp / f"{name}.wav", wav, sample_rate, subtype=subtype)
+            try:
+                write_audio(tmp / f"{name}.wav", wav, sample_rate, subtype=subtype)
+            except AudioError as exc:  # name the output, not the hidden temporary directory
+                raise AudioError(str(exc).replace(str(tmp), str(dest))) from None
         if dest.exists() or dest.is_symlink():
             if not overwrite:
                 raise FileError(f"{dest}: exists (use --overwrite to replace it)")
@@ -132,6 +155,8 @@ def separate_file(sep, path, dest, args):
         est = sep.separate(wav, sr, head=args.head)
     except SeparationError as exc:
         raise FileError(f"{path}: {exc}") from None
+    if not all(np.isfinite(y).all() for y in est.values()):
+        raise FileError(f"{path}: the model {args.model} produced NaN or infinite samples")
     channels, dur = wav.shape[0], wav.shape[-1] / sr
     del wav  # long files: free the input before the outputs are written
     try:
@@ -157,7 +182,7 @@ def load_separator(args):
                                         progress=not args.no_progress)
     except (ModelFileError, SeparationError) as exc:
         raise FileError(str(exc)) from None
-    except (RuntimeError, KeyError, TypeError) as exc:  # weights that do not fit the settings, bad device
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:  # weights that do not fit the settings, bad device
         raise FileError(f"{args.model}: cannot build the model ({str(exc).strip().splitlines()[0]})") from None
     if args.head is not None and args.head not in sep.heads:
         raise FileError(f"{args.model}: the model has no trained {args.head} head (heads: {' '.join(sep.heads)})")
@@ -170,7 +195,12 @@ def main(argv=None):
     if args.segment is not None and args.segment < 1:
         error(f"--segment must be at least 1 frame, got {args.segment}")
         return 2
+    import soundfile as sf
     import torch
+
+    if not sf.check_format("WAV", args.subtype.upper()):
+        error(f"--subtype {args.subtype} is not a WAV subtype (FLOAT, PCM_16, PCM_24, ...)")
+        return 2
 
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
