@@ -9,13 +9,24 @@ equations are written. Normalisations are separate and explicit:
   a constant keeps the paper's meaning of alpha. Its parts are reported as ``dc = L_DC / TF^2``
   (the mean squared affinity error over all bin pairs, in [0, 1] for binary targets) and
   ``mi = L_MI / TF``.
-* With silence weights, TF counts the weighted (active) bins for DC: ``L_DC / (sum w)^2``.
+* With silence weights (``silence_db``), ``dc_norm`` says what TF is for the DC term:
+
+  - ``active`` (default): the weighted (active) bins, ``dc = L_DC / (sum w)^2``: the mean squared
+    affinity error over the pairs of active bins, whatever share of the segment is silent. The DC
+    term then weighs ``(TF / active)^2`` times more against MI than in Eq. (4) (4x when half of
+    the bins are silent).
+  - ``all``: every valid bin, ``dc = L_DC / TF^2``, the same TF as the MI term: exactly Eq. (4)
+    (divided by TF), so ``alpha`` is the paper's. Silent bins still add no error to ``L_DC``.
+
+  Without silence weights (``silence_db=None``) both are the same.
 """
 import torch
 
 from sepkit.frontend import wiener_like_mask
 
-__all__ = ["dc_loss", "msa_loss", "mmsa_loss", "silence_weights", "chimera_loss"]
+__all__ = ["DC_NORMS", "dc_loss", "msa_loss", "mmsa_loss", "silence_weights", "chimera_loss"]
+
+DC_NORMS = ("active", "all")
 
 
 def dc_loss(embedding, assignment, weights=None):
@@ -87,7 +98,7 @@ def silence_weights(mix_mag, threshold_db=40.0, frame_mask=None):
     return w
 
 
-def chimera_loss(outputs, mix_mag, src_mag, alpha, mi_loss="msa", silence_db=40.0, lengths=None):
+def chimera_loss(outputs, mix_mag, src_mag, alpha, mi_loss="msa", silence_db=40.0, lengths=None, dc_norm="active"):
     """Chimera objective, Eq. (4), per utterance, divided by TF (see the module docstring).
 
     Args:
@@ -99,12 +110,15 @@ def chimera_loss(outputs, mix_mag, src_mag, alpha, mi_loss="msa", silence_db=40.
         mi_loss: ``msa`` (Eq. 2) or ``mmsa`` (Eq. 3 with the Wiener-like reference mask).
         silence_db: DC silence weighting threshold (None disables it).
         lengths: ``(B,)`` valid frames per utterance, or None.
+        dc_norm: ``active`` or ``all``: the TF of the DC term (see the module docstring).
     Returns:
         dict of ``(B,)`` tensors: ``loss``, ``dc`` (``L_DC / TF^2``) and ``mi`` (``L_MI / TF``);
         a head that alpha leaves out is not evaluated and reported as zeros.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if dc_norm not in DC_NORMS:
+        raise ValueError(f"unknown dc_norm {dc_norm!r} ({' or '.join(DC_NORMS)})")
     B, T, F = mix_mag.shape
     frame_mask = None
     if lengths is not None:
@@ -119,7 +133,7 @@ def chimera_loss(outputs, mix_mag, src_mag, alpha, mi_loss="msa", silence_db=40.
         from sepkit.frontend import ibm
 
         w = silence_weights(mix_mag, silence_db, frame_mask)
-        n_dc = w.flatten(1).sum(1).clamp_min(1.0)
+        n_dc = w.flatten(1).sum(1).clamp_min(1.0) if dc_norm == "active" else n_bins
         raw = dc_loss(outputs["embedding"], ibm(src_mag).reshape(B, T * F, -1), w.reshape(B, T * F))
         dc = raw / n_dc.square()  # alpha * L_DC / TF of Eq. (4), divided by TF once more
         total = total + alpha * dc

@@ -1,4 +1,6 @@
 """Every objective against its definition (paper Eqs. 1-4)."""
+import numpy as np
+import pytest
 import torch
 
 from sepkit.frontend import ibm, wiener_like_mask
@@ -143,3 +145,69 @@ def test_dc_loss_memory_paper_scale():
     extra_mb = float(subprocess.check_output([sys.executable, "-c", code]).decode().strip())
     assert extra_mb < 500, f"dc_loss used {extra_mb:.0f} MB extra"
     del resource
+
+
+def _eq4_reference(V, M, mix, src, alpha, lengths, dc_norm, threshold_db=40.0):
+    """Eq. (4) divided by TF, from the definitions, in float64 with numpy, one utterance at a time.
+
+    ``L_DC = ||W^1/2 (V V^T - Y Y^T) W^1/2||_F^2`` with the explicit N x N affinities over the valid
+    bins, Y the IBM and W the 0/1 weights of bins within ``threshold_db`` of the utterance's peak,
+    all recomputed here; ``L_MI`` = MSA (Eq. 2). TF is counted by hand: every valid bin (``all``:
+    Eq. 4 as written), or the non-silent bins for the DC term (``active``).
+    """
+    import numpy as np
+
+    V, M, mix, src = (np.asarray(x.detach(), dtype=np.float64) for x in (V, M, mix, src))
+    out = []
+    for b in range(mix.shape[0]):
+        T, F, C = int(lengths[b]), mix.shape[2], src.shape[3]
+        tf = T * F
+        m = mix[b, :T].reshape(tf)  # time-major, as the embedding
+        r = src[b, :T].reshape(tf, C)
+        Y = np.eye(C)[r.argmax(1)]  # IBM: the loudest source owns the bin
+        w = (m > m.max() * 10 ** (-threshold_db / 20)).astype(np.float64)
+        v = V[b, :tf]
+        affinity_err = (v @ v.T - Y @ Y.T) ** 2
+        l_dc = float((w[:, None] * w[None, :] * affinity_err).sum())
+        l_mi = float(((r - M[b, :T].reshape(tf, C) * m[:, None]) ** 2).sum())
+        if dc_norm == "all":
+            out.append((alpha * l_dc / tf + (1 - alpha) * l_mi) / tf)  # Eq. (4), divided by TF
+        else:
+            out.append(alpha * l_dc / w.sum() ** 2 + (1 - alpha) * l_mi / tf)
+    return np.array(out)
+
+
+def _silent_batch(seed=0, B=2, T=7, F=6, C=2, D=4):
+    """Network-like outputs and magnitudes where about half the bins are > 40 dB below the peak."""
+    g = torch.Generator().manual_seed(seed)
+    src = torch.rand(B, T, F, C, generator=g) + 0.05
+    silent = torch.rand(B, T, F, generator=g) < 0.5
+    src = torch.where(silent[..., None], src * 1e-4, src)  # -80 dB: silent
+    V = torch.nn.functional.normalize(torch.randn(B, T * F, D, generator=g), dim=-1)
+    M = torch.softmax(torch.randn(B, T, F, C, generator=g), -1)
+    return {"embedding": V, "mask": M}, src.sum(-1), src
+
+
+@pytest.mark.parametrize("dc_norm", ["active", "all"])
+@pytest.mark.parametrize("alpha", [1.0, 0.1])
+def test_chimera_dc_norm_against_eq4_with_silent_bins(dc_norm, alpha):
+    out, mix, src = _silent_batch()
+    lengths = torch.tensor([7, 5])  # the second utterance is padded: its last 2 frames are not bins
+    n_silent = (silence_weights(mix, 40.0, (torch.arange(7)[None] < lengths[:, None]).float()) == 0).sum()
+    assert n_silent > 0.4 * mix.numel()  # the case of the issue: many silent bins
+    got = chimera_loss(out, mix, src, alpha, "msa", 40.0, lengths, dc_norm=dc_norm)["loss"]
+    ref = _eq4_reference(out["embedding"], out["mask"], mix, src, alpha, lengths, dc_norm)
+    np.testing.assert_allclose(got.double().numpy(), ref, rtol=1e-5)
+
+
+def test_chimera_dc_norms_differ_by_the_active_share_and_agree_without_silence():
+    out, mix, src = _silent_batch(seed=1)
+    active = chimera_loss(out, mix, src, 1.0, dc_norm="active")["dc"]
+    every = chimera_loss(out, mix, src, 1.0, dc_norm="all")["dc"]
+    share = silence_weights(mix).flatten(1).mean(1)  # active / TF
+    torch.testing.assert_close(every, active * share**2)
+    a = chimera_loss(out, mix, src, 0.1, silence_db=None, dc_norm="active")
+    b = chimera_loss(out, mix, src, 0.1, silence_db=None, dc_norm="all")
+    torch.testing.assert_close(a["loss"], b["loss"])
+    with pytest.raises(ValueError, match="unknown dc_norm 'bins'"):
+        chimera_loss(out, mix, src, 0.1, dc_norm="bins")

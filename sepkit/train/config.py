@@ -97,6 +97,10 @@ _KEYS = [
     ("objective", "mi_loss", str, "msa", "MI objective: msa (Eq. 2) or mmsa (Eq. 3)"),
     ("objective", "silence_db", optional(float), 40.0,
      "DC loss ignores bins this many dB below the segment's peak; none = weigh all bins"),
+    ("objective", "dc_norm", str, "active",
+     "TF that divides the DC term under silence weights: active = the non-silent bins, L_DC / active^2 "
+     "(the DC weight grows by (TF / active)^2 against Eq. 4); all = every bin, L_DC / TF^2, exactly "
+     "Eq. (4) with the paper's alpha. Same when silence_db is none"),
     ("optimisation", "optimizer", str, "rmsprop", "rmsprop (paper) or adam"),
     ("optimisation", "lr", float, 1e-3, "initial learning rate"),
     ("optimisation", "weight_decay", float, 0.0, "L2 weight decay"),
@@ -147,7 +151,8 @@ _KEYS = [
      "auto = continue from the newest valid checkpoint in <outdir>/checkpoints (if any); "
      "none = start fresh (refused if checkpoints exist); or a checkpoint file"),
 ]
-CHOICES = {"mask_activation": ("softmax", "sigmoid"), "mi_loss": ("msa", "mmsa"), "optimizer": ("rmsprop", "adam"),
+CHOICES = {"mask_activation": ("softmax", "sigmoid"), "mi_loss": ("msa", "mmsa"), "dc_norm": ("active", "all"),
+           "optimizer": ("rmsprop", "adam"),
            "dtype": ("float32", "bfloat16"), "device": ("auto", "cpu", "cuda")}
 GROUPS = {}
 for _g, _k, *_ in _KEYS:

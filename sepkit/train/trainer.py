@@ -190,7 +190,7 @@ class Trainer:
             out = net(batch["feats"], batch["valid_lengths"])
         out = {k: v.float() for k, v in out.items()}
         losses = chimera_loss(out, batch["mix"], batch["src"], conf["alpha"], conf["mi_loss"], conf["silence_db"],
-                              batch["valid_lengths"])
+                              batch["valid_lengths"], conf["dc_norm"])
         loss = losses["loss"].mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -275,7 +275,7 @@ class Trainer:
                 out = self.model(batch["feats"], batch["valid_lengths"])
             out = {k: v.float() for k, v in out.items()}
             losses = chimera_loss(out, batch["mix"], batch["src"], conf["alpha"], conf["mi_loss"],
-                                  conf["silence_db"], batch["valid_lengths"])
+                                  conf["silence_db"], batch["valid_lengths"], conf["dc_norm"])
             acc += torch.stack([losses[k].double().sum().cpu() for k in ("loss", "dc", "mi")] +
                                [torch.tensor(len(batch["lengths"]), dtype=torch.float64)])
         acc = all_reduce_sum(acc, env)
@@ -389,6 +389,7 @@ class Trainer:
 
         st = self.state
         train = {"alpha": self.conf["alpha"], "mi_loss": self.conf["mi_loss"], "silence_db": self.conf["silence_db"],
+                 "dc_norm": self.conf["dc_norm"],
                  "segment_frames": self.stages[-1][0], "curriculum": self.conf["curriculum"],
                  "valid_segment_frames": self.valid_set.segment_frames, "epoch": st["epoch"], "step": st["step"],
                  "valid_loss": st["best_loss"] if st["best_epoch"] == st["epoch"] else None}
