@@ -3,8 +3,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import kaldiio
@@ -106,13 +108,26 @@ def test_memmap_reading_equals_kaldiio(setup):
         os.rename(dump / "vocals.feats.ark.away", dump / "vocals.feats.ark")
 
 
-def test_shell_nj2_equals_nj1_and_rerun_skips(setup):
-    root, data, conf_path, dump1 = setup
-    dump2 = root / "dump2"
+def _shell_nj2(setup, dump):
+    """The utils/compute_feats.sh --nj 2 command of ``setup``'s data dir and its environment."""
+    root, data, conf_path, _ = setup
     cmd = [str(REPO / "utils" / "compute_feats.sh"), "--nj", "2", "--cmd", str(REPO / "utils" / "run.py"),
-           "--feat-conf", str(conf_path), str(data), str(dump2)]
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+           "--feat-conf", str(conf_path), str(data), str(dump)]
+    return cmd, dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+
+
+@pytest.fixture(scope="module")
+def shell_dump(setup):
+    """(dump dir, result) of utils/compute_feats.sh --nj 2, uninterrupted."""
+    dump2 = setup[0] / "dump2"
+    cmd, env = _shell_nj2(setup, dump2)
+    return dump2, subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=setup[0])
+
+
+def test_shell_nj2_equals_nj1_and_rerun_skips(setup, shell_dump):
+    root, data, conf_path, dump1 = setup
+    dump2, res = shell_dump
+    cmd, env = _shell_nj2(setup, dump2)
     assert res.returncode == 0, res.stderr
     assert (dump2 / "log" / "compute_feats.2.log").is_file()
     assert len(list(dump2.glob("mix.feats.*.ark"))) == 2
@@ -130,6 +145,52 @@ def test_shell_nj2_equals_nj1_and_rerun_skips(setup):
     assert res.returncode == 0 and "already done, skipping" in res.stdout, res.stderr
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in dump2.iterdir() if p.is_file()}
     assert after == before
+
+
+def _procs_with(*words):
+    """Running processes whose command line contains every one of ``words``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "stat").read_text().rpartition(")")[2].split()[0] != "Z":
+                line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if all(w in line for w in words):
+                    pids.append(int(entry.name))
+        except (OSError, IndexError):
+            pass
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").is_file(), reason="needs /proc (Linux)")
+def test_sigkill_of_the_stage_stops_its_jobs_and_the_rerun_equals_an_uninterrupted_dump(setup, shell_dump, tmp_path):
+    root = setup[0]
+    ref, res = shell_dump
+    assert res.returncode == 0, res.stderr
+    dump = tmp_path / "killed"
+    cmd, env = _shell_nj2(setup, dump)
+    stage = subprocess.Popen(cmd, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)  # its own process group, as a stage run from a shell
+    try:
+        deadline = time.monotonic() + 60
+        while len(_procs_with(str(dump), "--ark-name feats.")) < 2:
+            assert stage.poll() is None and time.monotonic() < deadline, "the two jobs never ran"
+            time.sleep(0.02)
+        os.killpg(stage.pid, signal.SIGKILL)  # mid-way: the jobs have just started
+        stage.wait()
+        deadline = time.monotonic() + 5
+        while _procs_with(str(dump)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _procs_with(str(dump)), "jobs outlived their stage"
+    finally:
+        for pid in _procs_with(str(dump)):
+            os.kill(pid, signal.SIGKILL)
+    assert not (dump / "mix.scp").exists() and not list(dump.glob("mix.feats.*.ark"))  # it was interrupted
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+    assert res.returncode == 0, res.stderr
+    names = sorted(p.name for p in ref.iterdir() if p.is_file())
+    assert sorted(p.name for p in dump.iterdir() if p.is_file()) == names
+    for name in names:  # byte for byte, but for the dump dir's own path in the scp files
+        assert (dump / name).read_bytes() == (ref / name).read_bytes().replace(bytes(ref), bytes(dump)), name
 
 
 def test_prepare_states(setup, tmp_path):

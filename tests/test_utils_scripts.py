@@ -2,9 +2,11 @@
 validate_data_dir.sh."""
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +150,73 @@ def test_run_usage_errors(tmp_path, args, message):
     assert message in _run([str(UTILS / "run.py")] + args, tmp_path, check_rc=1).stderr
 
 
+def _alive(pid):
+    """True while ``pid`` runs (a zombie, killed but not yet reaped by init, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.05)
+
+
+def _start_jobs(tmp_path, runner, command, env=None):
+    """Start ``runner JOB=1:2 log/j.JOB.log command`` (each job writes its pids to pid.JOB and
+    sleeps); return the runner and the job pids once both jobs run."""
+    proc = subprocess.Popen([str(UTILS / runner), "JOB=1:2", "log/j.JOB.log", command], cwd=tmp_path,
+                            env=dict(os.environ, **(env or {})), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    files = [tmp_path / "pid.1", tmp_path / "pid.2"]
+    _wait_for(lambda: all(f.is_file() and f.read_text().endswith("\n") for f in files), 30, "running jobs")
+    return proc, [int(p) for f in files for p in f.read_text().split()]
+
+
+def _cleanup(proc, pids):
+    """Kill whatever a test left running (the old runner let its jobs outlive it)."""
+    for kill, pid in [(os.killpg, proc.pid)] + [(os.kill, p) for p in pids]:
+        try:
+            kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    proc.communicate()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGHUP, signal.SIGTERM])
+def test_run_jobs_die_with_the_runner(tmp_path, signum):
+    # the job leader is the job itself (exec), as for `python -m ...` jobs; SIGKILL reaches it by the
+    # parent-death signal, SIGHUP and SIGTERM are passed on to it
+    proc, pids = _start_jobs(tmp_path, "run.py", "echo $$ > pid.JOB; exec sleep 60")
+    try:
+        proc.send_signal(signum)
+        _wait_for(lambda: not any(_alive(p) for p in pids), 5, "end of the jobs")
+        out, err = proc.communicate(timeout=10)
+        assert proc.returncode == -signal.SIGKILL if signum == signal.SIGKILL else 128 + signum
+        if signum != signal.SIGKILL:
+            assert f"run.py: interrupted by {signum.name}; stopped 2 running job(s)" in err
+            log = (tmp_path / "log" / "j.2.log").read_text()
+            assert f"# Ended (code {128 + signum})" in log
+    finally:
+        _cleanup(proc, pids)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc (Linux)")
+def test_run_signal_reaches_what_a_job_started(tmp_path):
+    proc, pids = _start_jobs(tmp_path, "run.py", "sleep 60 & echo $! $$ > pid.JOB; wait")
+    try:
+        assert len(pids) == 4
+        proc.send_signal(signal.SIGTERM)
+        _wait_for(lambda: not any(_alive(p) for p in pids), 5, "end of the jobs and their children")
+        assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+    finally:
+        _cleanup(proc, pids)
+
+
 # ------------------------------------------------------------------------------------ slurm.py
 
 FAKE_SBATCH = """#!/usr/bin/env bash
@@ -194,6 +263,32 @@ def test_slurm_no_gpu_no_gres_and_failure(tmp_path, fake_sbatch):
     assert "# Ended (code 9)" in (tmp_path / "exp/log/f.2.log").read_text()
     args = (Path(fake_sbatch["FAKE_SBATCH_DIR"]) / "f.1.sh.args").read_text()
     assert "--gres" not in args and "--mem" not in args and "--cpus-per-task" not in args
+
+
+FAKE_SCANCEL = """#!/usr/bin/env bash
+printf '%s\\n' "$@" >> "$FAKE_SBATCH_DIR/scancel.args"
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_slurm_scancels_on_a_signal(tmp_path, fake_sbatch, signum):
+    bindir = Path(fake_sbatch["FAKE_SBATCH_DIR"])
+    (bindir / "scancel").write_text(FAKE_SCANCEL)
+    (bindir / "scancel").chmod(0o755)
+    proc, pids = _start_jobs(tmp_path, "slurm.py", "echo $$ > pid.JOB; exec sleep 60", env=fake_sbatch)
+    try:
+        ids = sorted(re.search(r"Submitted batch job (\d+)", (tmp_path / "log" / "q" / f"j.{j}.sbatch").read_text())
+                     .group(1) for j in (1, 2))
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 128 + signum, err
+        assert sorted((bindir / "scancel.args").read_text().split()) == ids
+        said = re.search(rf"slurm.py: interrupted by {signum.name}; scancel (\d+) (\d+)", err)
+        assert said and sorted(said.groups()) == ids, err
+        assert not any(_alive(p) for p in pids)  # the (fake) sbatch --wait clients are stopped too
+    finally:
+        _cleanup(proc, pids)
 
 
 def test_slurm_submission_failure_is_logged(tmp_path):

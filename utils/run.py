@@ -19,7 +19,14 @@ Options:
                      accepted for compatibility with utils/slurm.py, ignored here
 Exit status: 0 when every job succeeded, else 1 with '<prog>: k/n jobs failed, log is in <log>'
 naming the first failing job's log on stderr. Standard library only (no sepkit import).
+
+Jobs die with the runner: they stay in its process group (Ctrl-C, or a kill of the stage's process
+group, reaches them too); on Linux each one gets SIGKILL when the runner dies, even by SIGKILL
+(parent-death signal); a SIGTERM, SIGINT or SIGHUP of the runner is passed on to every running job
+and the processes it started (SIGKILL after 5 s), then the runner exits with 128 + the signal
+number, saying so. A signal ignored when the runner starts (nohup, a background job) stays ignored.
 """
+import ctypes
 import os
 import re
 import signal
@@ -140,11 +147,127 @@ def log_trailer(seconds, threads, code):
     return f"# Accounting: time={int(round(seconds))} threads={threads}\n# Ended (code {code}) at {now()}\n"
 
 
+class Interrupted(KeyboardInterrupt):
+    """A forwarded signal (SIGTERM, SIGINT, SIGHUP) stopped the runner."""
+
+    def __init__(self, signum=signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
+
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_GRACE = 5.0  # seconds between the forwarded signal and SIGKILL
+_PR_SET_PDEATHSIG = 1
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):
+    _prctl = None
+
+
+def _die_with(parent):
+    """A preexec_fn: SIGKILL this child when the thread that started it ends (the runner died).
+
+    The thread must live as long as the child: each job is started and waited for by one worker."""
+    def preexec():
+        if _prctl is not None:
+            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the runner died before prctl
+            os._exit(128 + signal.SIGKILL)
+    return preexec
+
+
+def _process_tree(pids):
+    """``pids`` and all their descendants (from /proc; ``pids`` alone where there is none)."""
+    children = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        entries = []
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], list(pids)
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _alive(pid):
+    """True while ``pid`` runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        if os.path.isdir("/proc/self"):
+            return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _kill(pids, signum):
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
+
+
+class Children:
+    """The processes a backend starts (one per running job), to stop them on an interrupt."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.procs = set()
+        self.closed = False
+
+    def start(self, argv, **kwargs):
+        """``subprocess.Popen(argv, **kwargs)`` that dies with the calling thread; None once closed.
+        Call ``finished(proc)`` after waiting for it, from the same thread."""
+        with self.lock:
+            if self.closed:
+                return None
+            proc = subprocess.Popen(argv, preexec_fn=_die_with(os.getpid()), **kwargs)
+            self.procs.add(proc)
+            return proc
+
+    def finished(self, proc):
+        with self.lock:
+            self.procs.discard(proc)
+
+    def close(self):
+        with self.lock:
+            self.closed = True
+            return [p for p in self.procs if p.poll() is None]
+
+    def stop(self, signum, grace=STOP_GRACE):
+        """Start nothing more; send ``signum`` to the running processes and their descendants, and
+        SIGKILL what is left of them after ``grace`` seconds. Returns how many were running."""
+        procs = self.close()
+        tree = _process_tree([p.pid for p in procs])
+        _kill(tree, signum)
+        deadline = time.monotonic() + grace
+        while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = [p.pid for p in procs if _alive(p.pid)]
+        _kill([pid for pid in set(tree) | set(_process_tree(left)) if _alive(pid)], signal.SIGKILL)
+        return len(procs)
+
+
 class JobSet:
     """Run ``jobs`` ([(jobid, log, command)]) with at most ``parallel`` at once.
 
-    ``run_one(jobid, log, command)`` returns the job's exit code. Interrupts (Ctrl-C, SIGTERM)
-    call ``cancel()`` on the backend, which must stop what is still running.
+    ``run_one(jobid, log, command)`` returns the job's exit code. A SIGTERM, SIGINT or SIGHUP
+    calls ``cancel(signum)`` on the backend, which must stop what is still running and return a
+    few words saying what it did; :class:`Interrupted` is raised with the note.
     """
 
     def __init__(self, backend, parallel):
@@ -154,18 +277,26 @@ class JobSet:
     def run(self, jobs):
         codes = {}
         pool = ThreadPoolExecutor(max_workers=max(1, min(self.parallel or len(jobs), len(jobs))))
-        futures = {pool.submit(self.backend.run_one, *job): job for job in jobs}
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+        previous = {}
+        if _main_thread():
+            for signum in FORWARDED:
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup'ed or background: keep
+                    previous[signum] = signal.signal(signum, _raise_interrupt)
         try:
+            futures = {pool.submit(self.backend.run_one, *job): job for job in jobs}
             for future, job in futures.items():
                 codes[job[0]] = future.result()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+            for sig in previous:  # a second signal must not interrupt the stopping
+                signal.signal(sig, signal.SIG_IGN)
             pool.shutdown(wait=False, cancel_futures=True)
-            self.backend.cancel()
-            raise
+            interrupted = Interrupted(signum)
+            interrupted.note = self.backend.cancel(signum)
+            raise interrupted from None
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         pool.shutdown(wait=True)
         return codes
 
@@ -175,7 +306,7 @@ def _main_thread():
 
 
 def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+    raise Interrupted(signum)
 
 
 class LocalBackend:
@@ -184,12 +315,12 @@ class LocalBackend:
     def __init__(self, req, prog):
         self.req = req
         self.prog = prog
-        self.procs = set()
-        self.lock = threading.Lock()
-        self.cancelled = False
+        self.children = Children()
 
     def run_one(self, jobid, log, command):
         threads = self.req.num_threads or 1
+        if self.children.closed:
+            return 130
         try:
             os.makedirs(os.path.dirname(log) or ".", exist_ok=True)
             f = open(log, "w")
@@ -200,33 +331,21 @@ class LocalBackend:
             f.write(f"# {command}\n# Started at {now()}\n")
             f.flush()
             start = time.time()
-            with self.lock:
-                if self.cancelled:
-                    return 130
-                try:
-                    # own process group, so that cancel() stops the whole pipeline of the job
-                    proc = subprocess.Popen(["bash", "-c", command], stdout=f, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
-                except OSError as exc:
-                    proc = None
-                    f.write(f"{self.prog}: cannot start bash: {exc}\n")
+            try:
+                proc = self.children.start(["bash", "-c", command], stdout=f, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL)
+            except OSError as exc:
+                f.write(f"{self.prog}: cannot start bash: {exc}\n")
+                code = 127
+            else:
+                code = 130 if proc is None else exit_code(proc.wait())
                 if proc is not None:
-                    self.procs.add(proc)
-            code = 127 if proc is None else exit_code(proc.wait())
-            with self.lock:
-                self.procs.discard(proc)
+                    self.children.finished(proc)
             f.write(log_trailer(time.time() - start, threads, code))
         return code
 
-    def cancel(self):
-        with self.lock:
-            self.cancelled = True
-            procs = list(self.procs)
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except OSError:
-                pass
+    def cancel(self, signum):
+        return f"stopped {self.children.stop(signum)} running job(s)"
 
 
 def report(prog, jobs, codes):
@@ -248,9 +367,9 @@ def main_with_backend(argv, prog, make_backend, usage):
     backend = make_backend(req, prog)
     try:
         codes = JobSet(backend, req.max_jobs_run).run(jobs)
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted, stopping jobs\n")
-        return 130
+    except Interrupted as exc:
+        sys.stderr.write(f"{prog}: interrupted by {signal.Signals(exc.signum).name}; {exc.note}\n")
+        return 128 + exc.signum
     return report(prog, jobs, codes)
 
 

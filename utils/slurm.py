@@ -22,7 +22,10 @@ Environment:
   SEPKIT_SLURM_OPTS  extra sbatch options, e.g. "-p gpu --account x" (given before the ones above,
                      so that a recipe's per-call options win)
   SEPKIT_SBATCH      the sbatch program (default: sbatch on PATH)
-Interrupting this script (Ctrl-C, SIGTERM) scancels the jobs it submitted.
+  SEPKIT_SCANCEL     the scancel program (default: scancel on PATH)
+A SIGTERM, SIGINT or SIGHUP of this script stops the `sbatch --wait` clients, scancels every job
+it submitted and says so ('slurm.py: interrupted by SIGTERM; scancel 123 124'). A SIGKILL cannot
+be caught: the submitted jobs then keep running (their names are the log names: scancel -n NAME).
 """
 import importlib.util
 import os
@@ -85,7 +88,7 @@ class SlurmBackend:
         self.cwd = os.getcwd()
         self.lock = threading.Lock()
         self.submitted = []  # paths of sbatch output files, to find job ids on interrupt
-        self.cancelled = False
+        self.children = runpy_.Children()  # the sbatch --wait clients
 
     def run_one(self, jobid, log, command):
         log = os.path.abspath(log)
@@ -105,13 +108,16 @@ class SlurmBackend:
         argv = ([self.sbatch, "--wait", f"--job-name={base}", "-o", log.replace("%", "%%")]
                 + self.options + [script])
         with self.lock:
-            if self.cancelled:
+            if self.children.closed:
                 return 130
             self.submitted.append(out)
         try:
             with open(out, "w") as f:
-                code = runpy_.exit_code(subprocess.call(argv, stdout=f, stderr=subprocess.STDOUT,
-                                                        stdin=subprocess.DEVNULL))
+                proc = self.children.start(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                if proc is None:
+                    return 130
+                code = runpy_.exit_code(proc.wait())
+                self.children.finished(proc)
         except OSError as exc:
             return self._submit_failed(log, command, f"cannot run {self.sbatch}: {exc.strerror or exc}")
         ended = _ended_code(log)
@@ -133,13 +139,24 @@ class SlurmBackend:
             pass
         return code
 
-    def cancel(self):
+    def cancel(self, signum):
+        """Stop the sbatch clients (so that every submission has printed its job id), then scancel."""
+        self.children.stop(signum)
         with self.lock:
-            self.cancelled = True
             outs = list(self.submitted)
         ids = [job for job in (_job_id(out) for out in outs) if job]
-        if ids:
-            subprocess.call(["scancel"] + ids, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not ids:
+            return "no job had been submitted"
+        scancel = os.environ.get("SEPKIT_SCANCEL", "scancel")
+        try:
+            proc = subprocess.run([scancel] + ids, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=60)
+            why = None if proc.returncode == 0 else f"exit code {proc.returncode}: {_last_line(proc.stderr)}"
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            why = str(exc)
+        if why:
+            return f"{scancel} {' '.join(ids)} failed ({why}): cancel these jobs yourself"
+        return f"{scancel} {' '.join(ids)}"
 
 
 def _job_id(sbatch_out):
@@ -163,9 +180,13 @@ def _ended_code(log):
 def _tail(path):
     try:
         with open(path, errors="replace") as f:
-            lines = [ln.strip() for ln in f if ln.strip()]
+            return _last_line(f.read())
     except OSError:
         return "no output"
+
+
+def _last_line(text):
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[-1] if lines else "no output"
 
 
