@@ -53,36 +53,53 @@ class PlainRef(torch.nn.Module):
         return v, m
 
 
-def bench_step():
+def step_fns(B=8, T=100, device="cpu", autocast=None, hidden=500, layers=4, F=150, D=20):
+    """``(ours, base)``: one optimiser step of sepkit (ChimeraNet + chimera_loss, as the trainer takes
+    it) and of :class:`PlainRef` with the same loss terms inline, on ``device``, the networks under
+    ``autocast`` (e.g. ``torch.bfloat16``; None = float32) and the losses in float32.
+    Also used by tools/gpu_check.py."""
     from sepkit.losses import chimera_loss
     from sepkit.nets import ChimeraNet
 
     torch.manual_seed(0)
-    B, T, F = 8, 100, 150
-    x = torch.randn(B, T, 300)
-    src = torch.rand(B, T, F, 2)
+    dev = torch.device(device)
+    x = torch.randn(B, T, 2 * F, device=dev)
+    src = torch.rand(B, T, F, 2, device=dev)
     mix = src.sum(-1)
-    net = ChimeraNet(300)
+    net = ChimeraNet(2 * F, F, hidden, layers, D).to(dev)
     opt = torch.optim.RMSprop(net.parameters(), lr=1e-5)
+
+    def amp():
+        return torch.autocast(dev.type, dtype=autocast or torch.float32, enabled=autocast is not None)
 
     def ours():
         opt.zero_grad(set_to_none=True)
-        chimera_loss(net(x), mix, src, alpha=0.1)["loss"].mean().backward()
+        with amp():
+            out = net(x)
+        out = {k: v.float() for k, v in out.items()}
+        chimera_loss(out, mix, src, alpha=0.1)["loss"].mean().backward()
         opt.step()
 
-    ref = PlainRef()
+    ref = PlainRef(2 * F, hidden, layers, F, D).to(dev)
     ropt = torch.optim.RMSprop(ref.parameters(), lr=1e-5)
     Y = torch.nn.functional.one_hot(src.argmax(-1), 2).float().view(B, T * F, 2)
 
     def base():
         ropt.zero_grad(set_to_none=True)
-        v, m = ref(x)
+        with amp():
+            v, m = ref(x)
+        v, m = v.float(), m.float()
         dc = (v.transpose(1, 2) @ v).square().sum() - 2 * (v.transpose(1, 2) @ Y).square().sum() \
             + (Y.transpose(1, 2) @ Y).square().sum()
         mi = (src - m * mix[..., None]).square().sum()
         (0.1 * dc / (T * F) ** 2 + 0.9 * mi / (T * F)).backward()
         ropt.step()
 
+    return ours, base
+
+
+def bench_step():
+    ours, base = step_fns(B=8, T=100)
     o, b = [], []
     for _ in range(3):  # interleave to share thermal / contention conditions
         o.append(timeit(ours, repeat=3))

@@ -51,18 +51,33 @@ def _pick_device(device, local_rank):
     if torch.cuda.is_available():
         n = torch.cuda.device_count()
         if local_rank >= n:
-            raise SystemExit(f"local rank {local_rank} has no GPU: this node has {n} (more processes than GPUs?)")
+            if os.environ.get("SEPKIT_SHARE_GPU", "") != "1":
+                raise SystemExit(f"local rank {local_rank} has no GPU: this node has {n} (more processes than "
+                                 "GPUs? SEPKIT_SHARE_GPU=1 lets ranks share them, for tests)")
+            local_rank %= n
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
+
+
+def _backend(dev):
+    """NCCL on CUDA, gloo on the CPU; ``SEPKIT_DIST_BACKEND=gloo`` forces gloo (it also runs on CUDA
+    tensors, e.g. when NCCL refuses two ranks on one GPU)."""
+    forced = os.environ.get("SEPKIT_DIST_BACKEND", "")
+    if forced not in ("", "nccl", "gloo"):
+        raise SystemExit(f"SEPKIT_DIST_BACKEND must be nccl or gloo, got {forced!r}")
+    if forced == "nccl" and dev.type != "cuda":
+        raise SystemExit("SEPKIT_DIST_BACKEND=nccl needs CUDA devices (--device cuda)")
+    return forced or ("nccl" if dev.type == "cuda" else "gloo")
 
 
 def setup(device="auto"):
     """Join the torchrun process group when there is one; returns a :class:`DistEnv`.
 
     ``device``: ``auto`` (the local GPU when CUDA is available), ``cpu`` or ``cuda``. The backend is
-    NCCL for CUDA and gloo for CPU. A process group that already exists (e.g. created by a test
-    harness) is reused and left to its owner.
+    NCCL for CUDA and gloo for CPU (``SEPKIT_DIST_BACKEND`` overrides it). With ``SEPKIT_SHARE_GPU=1``
+    local ranks beyond the GPU count share GPUs round-robin (DDP checks on one GPU). A process group
+    that already exists (e.g. created by a test harness) is reused and left to its owner.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -72,9 +87,9 @@ def setup(device="auto"):
     dev = _pick_device(device, local_rank if world > 1 else 0)
     env = DistEnv(rank=rank, world_size=world, local_rank=local_rank, device=dev)
     if world > 1:
-        env.backend = "nccl" if dev.type == "cuda" else "gloo"
+        env.backend = _backend(dev)
         if not dist.is_initialized():
-            kw = {"device_id": dev} if dev.type == "cuda" else {}
+            kw = {"device_id": dev} if env.backend == "nccl" else {}
             dist.init_process_group(env.backend, **kw)
             env.owns_group = True
         else:
