@@ -167,3 +167,25 @@ def test_prepare_shared_musdb18_7s(tmp_path):
     assert sets["test"].utts == sorted(utt_id(t) for t in tracks[-4:])
     artists = {n: {u.split("_-_")[0] for u in d.utts} for n, d in sets.items()}
     assert not artists["test"] & (artists["train"] | artists["valid"])  # no artist on both sides here
+
+
+def test_defaults_train_500_steps_on_20_excerpts(tmp_path):
+    """The default configuration on a corpus the size of the 7-s sample set (16 training + 4 test excerpts
+    of 7 s: 14 train, 2 valid) trains its 500 steps (steps_per_epoch), as the documented sample-set run
+    does, not one pass per epoch (7 batches of 16). Only the network and the batch are made small (the
+    step budget stays the configuration's), to keep the test cheap."""
+    import torch
+
+    from sepkit.data.synth_layouts import make_corpus
+
+    make_corpus("musdb18hq", tmp_path / "hq", num_songs=16, num_test_songs=4, duration=7.0, seed=2, progress=False)
+    rec = make_workspace(tmp_path, "musdb18/chimera")
+    small = "--hidden 4 --layers 1 --emb_dim 2 --batch_size 4 --tensorboard false --log_interval 100"
+    out = run_recipe(rec, "--musdb", tmp_path / "hq", "--hq", "true", "--nj", "1", "--stop_stage", "3",
+                     "--train_args", small)
+    assert out.returncode == 0, out.stdout[-4000:]
+    exp = rec / "exp" / "train_chimera_cpu"
+    assert len((rec / "data" / "musdb18_train" / "wav.scp").read_text().splitlines()) == 14
+    last = torch.load(exp / "checkpoints" / "ckpt-epoch5.pt", weights_only=True)["checkpoint"]
+    assert last["epoch"] == 5 and last["step"] >= 500
+    assert "an epoch is 100 steps (steps_per_epoch)" in (exp / "train.log").read_text()

@@ -78,8 +78,8 @@ def test_creates_a_recipe_and_refuses_to_overwrite(tmp_path):
     res = run([base / "utils" / "new_recipe.sh", "mycorpus"], cwd=tmp_path)
     assert res.returncode == 0, res.stdout
     rec = base / "egs" / "mycorpus" / "chimera"
-    for name in ("run.sh", "cmd.sh", "path.sh", "conf/feats.yaml", "conf/tuning/train_chimera_cpu.yaml",
-                 "local/data.sh", "local/data.py", "local/songs.py", ".gitignore"):
+    for name in ("run.sh", "cmd.sh", "path.sh", "conf/feats.yaml", "conf/tuning/train_chimera_tiny.yaml",
+                 "conf/tuning/train_chimera_cpu.yaml", "local/data.sh", "local/data.py", "local/songs.py", ".gitignore"):
         assert (rec / name).is_file(), name
     assert os.readlink(rec / "utils") == "../../../utils" and (rec / "utils" / "lib.sh").is_file()
     assert os.access(rec / "run.sh", os.X_OK) and os.access(rec / "local" / "data.sh", os.X_OK)
@@ -218,3 +218,57 @@ def test_template_feature_file_documents_every_feature_key():
     from sepkit.frontend import FeatureConfig
 
     assert yaml.safe_load((TEMPLATE / "conf" / "feats.yaml").read_text()) == FeatureConfig().to_dict()
+
+
+# ------------------------------------------------------------------------------- configuration names
+
+NETWORK = ("hidden", "layers", "emb_dim", "alpha", "mi_loss", "mask_activation", "dropout", "batch_norm")
+SIZES = {"train_chimera_tiny.yaml": (2, 128, 10), "train_chimera_cpu.yaml": (3, 300, 20),
+         "train_chimera_msa_alpha0.1.yaml": (4, 500, 20)}  # layers x hidden, D
+
+
+def _configs():
+    import yaml
+
+    from sepkit.train.config import get_parser
+
+    defaults = vars(get_parser().parse_args([]))
+    for path in sorted(REPO.glob("egs/*/*/conf/tuning/*.yaml")) + sorted(TEMPLATE.glob("conf/tuning/*.yaml")):
+        conf = {**defaults, **yaml.safe_load(path.read_text())}
+        yield path, {k: conf[k] for k in NETWORK}
+
+
+def test_one_name_per_network_size():
+    """A configuration name means one network in every recipe; the tiny and CPU sizes have one name each."""
+    by_name = {}
+    for path, net in _configs():
+        by_name.setdefault(path.name, []).append((path, net))
+        size = (net["layers"], net["hidden"], net["emb_dim"])
+        for name, known in SIZES.items():
+            if name != "train_chimera_msa_alpha0.1.yaml" and size[:2] == known[:2]:
+                assert path.name == name, f"{path}: a {size[0]} x {size[1]} network is named {name}"
+    for name, found in by_name.items():
+        for path, net in found[1:]:
+            assert net == found[0][1], f"{path} and {found[0][0]}: {name} means two networks"
+    for name, size in SIZES.items():
+        assert len(by_name[name]) >= 2, name
+        assert all((n["layers"], n["hidden"], n["emb_dim"]) == size for _, n in by_name[name]), name
+
+
+def test_run_sh_headers_state_the_default_network_and_cost():
+    import yaml
+
+    recipes = [p for p in sorted(REPO.glob("egs/*/*/run.sh")) + [TEMPLATE / "run.sh"]
+               if re.search(r"^train_config=", p.read_text(), re.M)]
+    assert len(recipes) >= 5
+    for run_sh in recipes:
+        text = run_sh.read_text()
+        default = re.search(r"^train_config=(\S+)", text, re.M).group(1)
+        header = text[:text.index("\nstage=0")]
+        m = re.search(r"^# Default training config: (\S+) = (\d+) x (\d+) BLSTM, D = (\d+)(.*\n(?:#  .*\n)*)", header, re.M)
+        assert m, f"{run_sh}: no '# Default training config: FILE = L x H BLSTM, D = N' header line"
+        assert m.group(1) == default, f"{run_sh}: the header names {m.group(1)}, the default is {default}"
+        conf = yaml.safe_load((run_sh.parent / default).read_text())
+        assert (int(m.group(2)), int(m.group(3)), int(m.group(4))) == (conf["layers"], conf["hidden"], conf["emb_dim"])
+        assert re.search(r"\d+ steps", m.group(5)) and re.search(r"\d+ (min|s|h) ", m.group(5)), f"{run_sh}: cost"
+

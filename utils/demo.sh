@@ -4,7 +4,7 @@
 #      iKala (egs/ikala/eval/downloads/iKala-synth) in their official layouts
 #      (python -m sepkit.bin.make_synthetic_corpus);
 #   2. runs egs/dsd100/chimera/run.sh end to end (data prep, DSD100-remix, features, training with
-#      conf/tuning/train_chimera_cpu.yaml, separation with both heads, scoring);
+#      conf/tuning/train_chimera_tiny.yaml, separation with both heads, scoring);
 #   3. runs egs/ikala/eval/run.sh with that model (the paper's mismatched evaluation);
 #   4. prints the results table of both recipes (SI-SDRi, GNSDR/GSIR/GSAR in dB).
 # Everything is written inside the two recipe dirs (downloads/, data/, dump/, exp/), as a normal
@@ -22,7 +22,7 @@ ikala_seconds=20      # length of each synthetic iKala clip
 train_hours=0.15      # DSD100-remix training mixtures
 valid_hours=0.03      # DSD100-remix validation mixtures
 test_seconds=10       # DSD100-remix test piece per song
-train_config=conf/tuning/train_chimera_cpu.yaml  # training config of egs/dsd100/chimera
+train_config=conf/tuning/train_chimera_tiny.yaml  # training config of egs/dsd100/chimera
 train_args=           # more options of python -m sepkit.bin.train, e.g. "--epochs 5"
 seed=1                # seed of the synthetic corpora
 . "$(dirname "$0")/parse_options.sh"

@@ -4,11 +4,15 @@
 # part written for @CORPUS@; every other stage calls the shared utils/*.sh stage scripts, so a fix
 # there reaches every recipe.
 #
-#   ./run.sh --corpus_dir /db/@CORPUS@                     # everything, small CPU configuration
+#   ./run.sh --corpus_dir /db/@CORPUS@                     # everything, the tiny configuration
 #   ./run.sh --corpus_dir /db/@CORPUS@ --ngpu 1 --train_config conf/tuning/train_chimera_msa_alpha0.1.yaml
 #   ./run.sh --stage 4 --head mi                           # separate and score again with the MI head
 #   ./run.sh --model_dir ../../dsd100/chimera/exp/train_chimera_msa_alpha0.1 --stage 4   # another model
 #
+# Default training config: conf/tuning/train_chimera_tiny.yaml = 2 x 128 BLSTM, D = 10 (CHI_0.5, Adam);
+#   500 steps of 16 x 100 frames whatever the corpus size, ~5 min on 2 CPU cores. Also in conf/tuning/
+#   (one name = one network in every recipe): train_chimera_cpu.yaml = 3 x 300, D = 20 (CHI_0.1), 1200 steps,
+#   ~30 min on 2 CPU cores; train_chimera_msa_alpha0.1.yaml = the paper's 4 x 500, D = 20, for a GPU.
 # Stages (each one skips work that is already done and says so; --overwrite true redoes it):
 #   0  data preparation (local/data.sh) -> data/train, data/valid, data/test (data dirs, docs/data.md)
 #   1  only with --remix_hours H > 0: H hours of 0 dB remixes of the training songs (DSD100-remix,
@@ -34,7 +38,7 @@ seed=0                # seed of the remixes
 ngpu=0                # GPUs for training; 0 = CPU, N > 1 = N processes with DDP (torchrun)
 num_nodes=1           # machines for training (> 1: inside a SLURM job of that many nodes, see utils/train.sh)
 nj=2                  # parallel jobs of feature extraction, separation and scoring
-train_config=conf/tuning/train_chimera_cpu.yaml  # training config (conf/tuning/)
+train_config=conf/tuning/train_chimera_tiny.yaml  # training config (conf/tuning/)
 feat_conf=            # feature settings; empty = the one paired with --train_config, else conf/feats.yaml
 tag=                  # experiment name exp/<tag>; empty = the name of --train_config (or of --model_dir)
 head=both             # head(s) to separate and score with: mi (mask inference), dc (deep clustering), both

@@ -14,7 +14,7 @@ from recipe_common import VENV_PYTHON, make_workspace, run_recipe, snapshot
 pytestmark = pytest.mark.skipif(not VENV_PYTHON.exists(), reason="tools/venv not built (make venv)")
 
 TAG = "tiny"
-TINY = ["--nj", "2", "--train_config", "conf/tuning/train_chimera_cpu.yaml", "--tag", TAG,
+TINY = ["--nj", "2", "--train_config", "conf/tuning/train_chimera_tiny.yaml", "--tag", TAG,
         "--train_hours", "0.005", "--valid_hours", "0.002", "--test_seconds", "3",
         "--remix_args", "--segment-seconds 2",
         "--train_args", "--epochs 1 --hidden 16 --layers 1 --emb_dim 8 --batch_size 4 --segment_frames 50 "
@@ -98,7 +98,7 @@ def test_failing_job_is_named_with_its_log(recipe, tmp_path):
     with open(bad, "r+b") as f:  # corrupt the header of one test mixture
         f.write(b"garbage!" * 8)
     res = run_recipe(rec, "--stage", 4, "--stop_stage", 4, "--head", "mi", "--overwrite", "true",
-                     "--tag", TAG, "--train_config", "conf/tuning/train_chimera_cpu.yaml", "--nj", "2")
+                     "--tag", TAG, "--train_config", "conf/tuning/train_chimera_tiny.yaml", "--nj", "2")
     assert res.returncode != 0
     match = re.search(r"jobs failed, log is in (\S+)", res.stdout)
     assert match, res.stdout[-3000:]

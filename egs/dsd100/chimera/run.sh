@@ -7,9 +7,13 @@
 #   ./run.sh --stage 0 --ngpu 2                         # the same with the corpus linked at downloads/DSD100
 #   ./run.sh --dsd100 /db/DSD100 --stage 3 --ngpu 2     # from training on, on 2 GPUs (torchrun, DDP)
 #   ./run.sh --dsd100 /db/DSD100 --train_config conf/tuning/train_dc.yaml --stage 2   # another system
-#   ./run.sh --dsd100 /db/DSD100 --train_config conf/tuning/train_chimera_cpu.yaml \
+#   ./run.sh --dsd100 /db/DSD100 --train_config conf/tuning/train_chimera_tiny.yaml \
 #       --train_hours 0.3 --valid_hours 0.05 --nj 2     # a small CPU run
 #
+# Default training config: conf/tuning/train_chimera_msa_alpha0.1.yaml = 4 x 500 BLSTM, D = 20 (the paper's
+#   CHI_0.1); up to 100 epochs of ~4200 steps (15 h of DSD100-remix), early stopping: a GPU's job (one
+#   step of 16 x 100 frames takes ~8 s on 2 CPU cores). conf/tuning/train_chimera_tiny.yaml = 2 x 128,
+#   D = 10: make demo's (~430 steps, ~5 min on 2 CPU cores).
 # Stages (each one skips work that is already done and says so; --overwrite true redoes it):
 #   0  data preparation: DSD100 (official layout) -> data/dsd100_dev, data/dsd100_test
 #   1  DSD100-remix (section 3.1): silence removal, 16 kHz, 0 dB mixing ->

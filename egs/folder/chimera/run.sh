@@ -13,6 +13,10 @@
 # Corpus options left empty take their value from --corpus_conf, else the default in brackets;
 # docs/new_dataset.md describes them all (and local/prepare_folder.py --help).
 #
+# Default training config: conf/tuning/train_chimera_tiny.yaml = 2 x 128 BLSTM, D = 10 (CHI_0.5, Adam);
+#   500 steps of 16 x 100 frames whatever the corpus size, ~5 min on 2 CPU cores. Also in conf/tuning/
+#   (one name = one network in every recipe): train_chimera_cpu.yaml = 3 x 300, D = 20 (CHI_0.1), 1200 steps,
+#   ~30 min on 2 CPU cores; train_chimera_msa_alpha0.1.yaml = the paper's 4 x 500, D = 20, for a GPU.
 # Stages (each one skips work that is already done and says so; --overwrite true redoes it):
 #   0  data preparation (local/data.sh: sepkit.data.corpora.folder) -> data/train, data/valid, data/test;
 #      songs with missing or unreadable files stop it with a list (or are skipped: --bad_songs skip)
@@ -53,7 +57,7 @@ seed=0                # seed of the remixes
 ngpu=0                # GPUs for training; 0 = CPU, N > 1 = N processes with DDP (torchrun)
 num_nodes=1           # machines for training (> 1: inside a SLURM job of that many nodes, see utils/train.sh)
 nj=2                  # parallel jobs of feature extraction, separation and scoring
-train_config=conf/tuning/train_chimera_cpu.yaml  # training config (conf/tuning/)
+train_config=conf/tuning/train_chimera_tiny.yaml  # training config (conf/tuning/)
 feat_conf=            # feature settings; empty = the one paired with --train_config, else conf/feats.yaml
 tag=                  # experiment name exp/<tag>; empty = the name of --train_config (or of --model_dir)
 head=both             # head(s) to separate and score with: mi (mask inference), dc (deep clustering), both

@@ -3,10 +3,13 @@
 # beside the oracle mel masks. The split is that of Huang et al. 2014 (the MIR-1K benchmark): train on the
 # clips of abjones and amy, test on every clip of every other singer present.
 #
-#   ./run.sh --mir1k /db/MIR-1K                               # everything, CPU configuration (~45 min training)
-#   ./run.sh --mir1k /db/MIR-1K --ngpu 1 --train_config conf/tuning/train_chimera_gpu.yaml   # paper-size net
+#   ./run.sh --mir1k /db/MIR-1K                               # everything, the CPU configuration (~30 min training)
+#   ./run.sh --mir1k /db/MIR-1K --ngpu 1 --train_config conf/tuning/train_chimera_msa_alpha0.1.yaml  # paper net
 #   ./run.sh --mir1k /db/MIR-1K --stage 4 --head mi           # separate and score again with the MI head
 #
+# Default training config: conf/tuning/train_chimera_cpu.yaml = 3 x 300 BLSTM, D = 20 (CHI_0.1, Adam);
+#   1200 steps of 16 x 100 frames, 29 min on 2 CPU cores (RESULTS.md). The paper's 4 x 500 network:
+#   conf/tuning/train_chimera_msa_alpha0.1.yaml, for a GPU.
 # Stages (each skips work already done and says so; --overwrite true redoes it):
 #   0  data preparation: MIR-1K (Wavfile/<singer>_<song>_<n>.wav, 16 kHz stereo, left = accompaniment,
 #      right = voice; mixture = left + right) -> data/mir1k_train, data/mir1k_valid (--valid_fraction of

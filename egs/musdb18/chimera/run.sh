@@ -6,6 +6,9 @@
 #   ./run.sh --musdb /db/musdb18hq --hq true          # MUSDB18-HQ wav folders
 #   ./run.sh --musdb ../../../../shared/data/musdb18-7s --holdout_test 4   # the 7-s sample set (train/ only)
 #
+# Default training config: conf/tuning/train_chimera_cpu.yaml = 3 x 300 BLSTM, D = 20 (CHI_0.1, Adam);
+#   500 steps of 16 x 100 frames whatever the corpus size (5 epochs x steps_per_epoch 100), ~12 min on
+#   2 CPU cores. The paper's 4 x 500 network: conf/tuning/train_chimera_msa_alpha0.1.yaml, for a GPU.
 # Stages (each skips work already done and says so; --overwrite true redoes it):
 #   0  data preparation: {train,test}/*.stem.mp4 (streams 0 mixture, 1 drums, 2 bass, 3 other, 4 vocals) or
 #      MUSDB18-HQ {train,test}/<track>/*.wav -> data/musdb18_train, data/musdb18_valid (--valid_fraction of
