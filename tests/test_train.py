@@ -119,6 +119,7 @@ def test_resume_from_older_checkpoint_when_newest_is_corrupt(corpus, tmp_path, c
     assert "skipping" in caplog.text and "unreadable checkpoint" in caplog.text
     assert "resuming from" in caplog.text and "ckpt-epoch1.pt: 1 epochs done" in caplog.text
     assert not list((out / "checkpoints").glob(".*.tmp"))
+    assert [p.stat().st_size for p in out.glob("checkpoints.old.*/ckpt-epoch2.pt")] == [1000]  # kept aside
     a = torch.load(ref / "checkpoints" / "ckpt-epoch2.pt", weights_only=True)["model_state"]
     b = torch.load(newest, weights_only=True)["model_state"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -175,3 +176,38 @@ def test_errors_are_one_line(corpus, tmp_path, caplog):
     assert f"{nocmvn / 'cmvn.ark'}: missing; run python -m sepkit.bin.compute_cmvn" in caplog.text
     with pytest.raises(SystemExit):
         main(train_args(corpus, out, "--optimizer", "sgd"))
+
+
+def test_resume_from_an_older_checkpoint_keeps_the_newer_ones_aside(corpus, tmp_path, caplog):
+    """Resuming from epoch 1 of a finished 3-epoch run replaces no file of that run: its epoch-2 and
+    epoch-3 checkpoints and its model.pt (saved after epoch 1) move, byte for byte, to
+    checkpoints.old.<time>/, and the log says so (today's main deleted and overwrote them)."""
+    out = tmp_path / "exp"
+    args = ["--epochs", "3", "--tensorboard", "false", "--max_steps_per_epoch", "2"]
+    assert main(train_args(corpus, out, *args)) == 0
+    ckdir = out / "checkpoints"
+    before = {name: (ckdir / name).read_bytes() for name in ("ckpt-epoch2.pt", "ckpt-epoch3.pt")}
+    before["model.pt"] = (out / "model.pt").read_bytes()
+    first = (ckdir / "ckpt-epoch1.pt").read_bytes()
+    caplog.set_level("INFO")
+    assert main(train_args(corpus, out, *args, "--resume", str(ckdir / "ckpt-epoch1.pt"), "--lr", "0.02")) == 0
+    aside = sorted(out.glob("checkpoints.old.*"))
+    assert len(aside) == 1 and sorted(p.name for p in aside[0].iterdir()) == sorted(before)
+    for name, data in before.items():
+        assert (aside[0] / name).read_bytes() == data, name
+    assert f"moved ckpt-epoch3.pt, ckpt-epoch2.pt, model.pt aside to {aside[0]}" in caplog.text
+    # the resumed run went on in place, from epoch 1 (another learning rate: other weights)
+    assert (ckdir / "ckpt-epoch1.pt").read_bytes() == first
+    new3 = torch.load(ckdir / "ckpt-epoch3.pt", weights_only=True)
+    assert new3["checkpoint"]["epoch"] == 3 and new3["checkpoint"]["config"]["lr"] == 0.02
+    assert (out / "model.pt").is_file()
+
+
+def test_prune_leaves_newer_checkpoints_alone(tmp_path):
+    from sepkit.train.checkpoint import list_checkpoints, prune_checkpoints
+
+    (tmp_path / "checkpoints").mkdir()
+    for e in range(1, 7):
+        (tmp_path / "checkpoints" / f"ckpt-epoch{e}.pt").write_bytes(b"x")
+    prune_checkpoints(tmp_path, current_epoch=4, keep_last_n=2)
+    assert [e for e, _ in list_checkpoints(tmp_path)] == [6, 5, 4, 3]

@@ -12,11 +12,18 @@ so :func:`sepkit.model_io.build_from_dict` rebuilds the network from it alone) p
 All plain data: it loads with ``torch.load(weights_only=True)``. Files are written to a temporary
 name, flushed to disk, then renamed, so a SIGKILL leaves either the old set of checkpoints or the
 new one; an unreadable file (e.g. from a full disk) is skipped when looking for the newest.
+
+A run never deletes or replaces what it did not write itself: before training, the checkpoints
+that lie beyond the epoch it starts from (all of them when it resumes from another directory's
+file), and a ``model.pt`` saved after that epoch, are moved aside to
+``<outdir>/checkpoints.old.<time>/`` (:func:`set_aside_superseded`), and the log says so. Only
+``keep_last_n`` rotation removes checkpoints: the older ones of the run's own line of epochs.
 """
 import logging
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -25,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CKPT_DIR", "checkpoint_entry", "ckpt_path", "list_checkpoints", "load_checkpoint", "find_latest",
            "save_atomic",
-           "prune_checkpoints", "remove_stale_temporaries"]
+           "prune_checkpoints", "remove_stale_temporaries", "set_aside_superseded"]
 
 CKPT_DIR = "checkpoints"
 _NAME = re.compile(r"^ckpt-epoch(\d+)\.pt$")
@@ -113,17 +120,61 @@ def _umask():
 
 
 def prune_checkpoints(outdir, current_epoch, keep_last_n):
-    """Keep the ``keep_last_n`` newest checkpoints up to ``current_epoch``; remove newer ones too
-    (left from an abandoned timeline, e.g. after resuming from an older file)."""
+    """Keep the ``keep_last_n`` newest checkpoints up to ``current_epoch``, remove the older ones.
+
+    Newer files are left alone (this run did not write them; :func:`set_aside_superseded` moved
+    those present at its start out of the way)."""
     kept = 0
     for epoch, path in list_checkpoints(outdir):
         if epoch > current_epoch:
-            logger.info("removing %s (newer than the resumed run's epoch %d)", path, current_epoch)
-            path.unlink(missing_ok=True)
-        elif kept < keep_last_n:
+            continue
+        if kept < keep_last_n:
             kept += 1
         else:
             path.unlink(missing_ok=True)
+
+
+def _model_epoch(path):
+    """Epoch a ``model.pt`` was saved at, or None when it does not say (or does not load)."""
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        return int(d["train"]["epoch"])
+    except Exception:  # unreadable, not a model file, or saved without the epoch
+        return None
+
+
+def set_aside_superseded(outdir, epoch, foreign=False):
+    """Move the files a run starting after ``epoch`` would overwrite or orphan out of its way.
+
+    Those are the checkpoints of epochs after ``epoch`` (every checkpoint when ``foreign``: the
+    run resumes from another directory's file, or starts fresh over unreadable ones) and
+    ``model.pt`` unless it was saved at or before ``epoch`` of this line of checkpoints. They go,
+    under their own names, to a new ``<outdir>/checkpoints.old.<YYYYmmdd-HHMMSS>[.N]/``; nothing
+    is deleted. Returns that directory, or None when nothing had to move.
+    """
+    outdir = Path(outdir)
+    moving = [path for e, path in list_checkpoints(outdir) if foreign or e > epoch]
+    model = outdir / "model.pt"
+    if model.is_file():
+        saved = None if foreign else _model_epoch(model)
+        if saved is None or saved > epoch:
+            moving.append(model)
+    if not moving:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest, n = outdir / f"{CKPT_DIR}.old.{stamp}", 1
+    while True:
+        try:
+            dest.mkdir()
+            break
+        except FileExistsError:
+            dest, n = outdir / f"{CKPT_DIR}.old.{stamp}.{n}", n + 1
+    for path in moving:
+        os.replace(path, dest / path.name)
+    logger.warning("moved %s aside to %s: %s (not from the epochs this run continues; nothing deleted)",
+                   ", ".join(p.name for p in moving), dest,
+                   "they belong to another run" if foreign else f"saved after epoch {epoch}")
+    return dest
 
 
 def remove_stale_temporaries(outdir):

@@ -117,6 +117,8 @@ class Trainer:
                            "or another --outdir"
             else:
                 path = conf["resume"]
+            if path is None:  # a fresh start over unreadable checkpoints or an old model.pt: keep them
+                ck.set_aside_superseded(self.outdir, 0, foreign=True)
         path = broadcast_object(None if path is None else str(path), env)
         if path is None:
             return None
@@ -132,6 +134,9 @@ class Trainer:
             raise SystemExit(f"{path}: model settings {diff} differ from this configuration; "
                              "use another --outdir or --resume none")
         c = d["checkpoint"]
+        if env.is_main:
+            own = Path(path).resolve().parent == (self.outdir / ck.CKPT_DIR).resolve()
+            ck.set_aside_superseded(self.outdir, c["epoch"], foreign=not own)
         self.model.load_state_dict(d["model_state"])
         self.optimizer.load_state_dict(c["optimizer"])
         self.scheduler.load_state_dict(c["scheduler"])
