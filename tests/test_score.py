@@ -119,3 +119,64 @@ def test_finalize_and_show_results(tmp_path, capsys):
     (sepdir / "wav" / "vocals" / "song0.wav").unlink()
     assert separate_data.main(["--finalize", str(data.path), str(sepdir)]) == 1
     assert "song0.wav: missing" in capsys.readouterr().err
+
+
+def _stereo_set(tmp_path, mono_estimates=False):
+    """Stereo references (vocals left-heavy, accompaniment right-heavy) and stereo estimates whose two
+    channels have different errors; the second file's estimates are swapped."""
+    rng = np.random.default_rng(5)
+    n = SR
+    wav, voc, acc, scps, truth = {}, {}, {}, {"vocals": {}, "accompaniment": {}}, {}
+    for i, swap in enumerate((False, True)):
+        utt = f"song{i}"
+        v = 0.3 * rng.standard_normal(n) * np.array([[1.0], [0.3]])
+        a = 0.3 * rng.standard_normal((2, n)) * np.array([[0.4], [1.0]])
+        ev = v + np.array([[0.02], [0.2]]) * rng.standard_normal((2, n))  # right channel much worse
+        ea = a + np.array([[0.1], [0.05]]) * rng.standard_normal((2, n))
+        est = (ea, ev) if swap else (ev, ea)
+        for name, sig, table in (("mix", v + a, wav), ("vocals", v, voc), ("accompaniment", a, acc)):
+            write_audio(tmp_path / "audio" / name / f"{utt}.wav", sig.astype(np.float32), SR, subtype="FLOAT")
+            table[utt] = str(tmp_path / "audio" / name / f"{utt}.wav")
+        for name, sig in zip(("vocals", "accompaniment"), est):
+            path = tmp_path / "sep" / "wav" / name / f"{utt}.wav"
+            write_audio(path, (sig.mean(0, keepdims=True) if mono_estimates else sig).astype(np.float32), SR,
+                        subtype="FLOAT")
+            scps[name][utt] = str(path)
+        truth[utt] = (np.stack([v, a]), np.stack([ev, ea]), v + a)
+    data = DataDir.create(tmp_path / "data", wav, {"vocals": voc, "accompaniment": acc})
+    for name, table in scps.items():
+        (tmp_path / "sep" / f"{name}.scp").write_text("".join(f"{u} {p}\n" for u, p in table.items()))
+    return data, tmp_path / "sep", truth
+
+
+def test_score_each_channel_of_stereo_references(tmp_path, capsys):
+    data, sepdir, truth = _stereo_set(tmp_path)
+    each, mono = tmp_path / "exp" / "x" / "score_test_mi", tmp_path / "exp" / "y" / "score_test_mi"
+    assert score.main([str(data.path), str(sepdir), str(each), "--channels", "each", "--bss", "false"]) == 0
+    assert score.main([str(data.path), str(sepdir), str(mono), "--bss", "false"]) == 0
+    r_each, r_mono = (json.loads((d / "result.json").read_text()) for d in (each, mono))
+    assert r_each["channels"] == "each" and "channels" not in r_mono  # the mono schema is unchanged
+    # expected: per channel SI-SDR improvement (estimates in the right order), mean over the 2 channels
+    per_file = [np.mean([si_sdr(est[:, c], ref[:, c]) - si_sdr(np.broadcast_to(mix[c], (2, SR)), ref[:, c])
+                         for c in (0, 1)], axis=0) for ref, est, mix in truth.values()]
+    expected = np.mean(per_file, axis=0)  # equal lengths: plain mean over files
+    assert r_each["vocals"]["si_sdri"] == pytest.approx(expected[0], abs=1e-3)
+    assert r_each["accompaniment"]["si_sdri"] == pytest.approx(expected[1], abs=1e-3)
+    assert abs(r_each["vocals"]["si_sdri"] - r_mono["vocals"]["si_sdri"]) > 1  # a different measurement
+    rows = list(csv.DictReader((each / "per_utt.csv").open()))
+    assert [r["perm"] for r in rows] == ["0 1", "1 0"]
+    # the results table says which rows are mono downmixes and which are not
+    assert show_results.main(["--out", str(tmp_path / "R.md"), str(tmp_path / "exp")]) == 0
+    printed = capsys.readouterr().out
+    assert "| x | test | mi (each channel) |" in printed and "| y | test | mi |" in printed
+    assert "mono downmixes" in printed and "mono downmixes" in (tmp_path / "R.md").read_text()
+
+
+def test_score_each_channel_needs_the_channels_everywhere(tmp_path, capsys):
+    data, sepdir, _ = _stereo_set(tmp_path, mono_estimates=True)
+    out = tmp_path / "score"
+    assert score.main([str(data.path), str(sepdir), str(out), "--channels", "each", "--bss", "false"]) == 1
+    err = capsys.readouterr().err
+    assert "utterance song0: estimate 0 has 1 channel(s), the mixture 2" in err and len(err.splitlines()) == 1
+    assert not (out / "result.json").exists()
+    assert score.main([str(data.path), str(sepdir), str(out), "--bss", "false"]) == 0  # mono: fine

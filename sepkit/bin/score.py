@@ -2,14 +2,18 @@
 
 Usage::
 
-    python -m sepkit.bin.score [--nj 2] [--bss true] [--sample-rate 0] [--overwrite]
+    python -m sepkit.bin.score [--nj 2] [--bss true] [--sample-rate 0] [--channels mono] [--overwrite]
         data/test_remix exp/<tag>/separate_test_remix_mi exp/<tag>/score_test_remix_mi
 
 DATA is the reference data dir (``wav.scp`` = mixture, ``<source>.scp`` per line of ``sources``);
 SEPDIR holds the estimates as ``<source>.scp`` with the same utt ids (what
 ``python -m sepkit.bin.separate_data`` writes). Mixture, references and estimates are made mono
-(mean of channels) and estimates are resampled to the reference rate; ``--sample-rate`` resamples
-everything to one rate first (0 = the reference's own rate).
+(mean of channels: ``--channels mono``, the default, as in the paper and MIREX) and estimates are
+resampled to the reference rate; ``--sample-rate`` resamples everything to one rate first (0 = the
+reference's own rate). ``--channels each`` scores stereo (or any multichannel) references as they
+are: every channel is scored as a signal of its own (mixture, references and estimates need the same
+channels), the per-file scores are the means over channels, with one source permutation per file
+(the best over all channels together); ``result.json`` then says ``"channels": "each"``.
 
 Written to OUTDIR (each file atomically):
 
@@ -31,6 +35,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -38,7 +43,7 @@ import numpy as np
 
 from sepkit.audio import AudioError, atomic_path, resample
 from sepkit.data.datadir import DataDir, DataDirError, load_audio, read_scp
-from sepkit.metrics import aggregate, score_file
+from sepkit.metrics import aggregate, best_permutation, score_file
 
 logger = logging.getLogger("sepkit.bin.score")
 
@@ -64,6 +69,9 @@ def get_parser():
                         help="also compute BSS eval v3 SDR/SIR/SAR/NSDR (slow); false = SI-SDR only (true)")
     parser.add_argument("--sample-rate", type=int, default=0,
                         help="resample everything to this rate before scoring; 0 = reference rate (0)")
+    parser.add_argument("--channels", choices=("mono", "each"), default="mono",
+                        help="mono: score mean-of-channels downmixes; each: score every channel on its own and "
+                             "average (stereo references) (mono)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing result.json")
     parser.add_argument("data", help="reference data dir")
     parser.add_argument("sepdir", help="separation dir with <source>.scp of the estimates")
@@ -71,17 +79,34 @@ def get_parser():
     return parser
 
 
-def _mono(wav):
-    """(C, N) -> (N,) float64 mean of channels."""
-    return np.asarray(wav, dtype=np.float64).mean(axis=0)
-
-
-def _load_mono(spec, sample_rate, what):
+def _load(spec, sample_rate, what, channels="mono"):
+    """``(x, sr)``: ``x`` (C, N) float64, the mean of the channels (C = 1) or, ``each``, every channel."""
     try:
         wav, sr = load_audio(spec, sample_rate=sample_rate or None)
     except AudioError as exc:
         raise ScoreError(f"{what}: {exc}") from None
-    return _mono(wav), sr
+    wav = np.asarray(wav, dtype=np.float64)
+    return (wav.mean(axis=0, keepdims=True) if channels == "mono" else wav), sr
+
+
+def _at_rate(x, sr, target):
+    if sr == target:
+        return x
+    return resample(x.astype(np.float32), sr, target).astype(np.float64)
+
+
+def _score_channels(est, ref, mix, bss):
+    """Scores of (S, C, N) estimates against (S, C, N) references and a (C, N) mixture: per channel with
+    one permutation (the best over the channels together), averaged over channels."""
+    if ref.shape[1] == 1:
+        return score_file(est[:, 0], ref[:, 0], mix[0], bss=bss)
+    perm, _ = best_permutation(est.reshape(est.shape[0], -1), ref.reshape(ref.shape[0], -1))
+    outs = [score_file(est[perm, c], ref[:, c], mix[c], bss=bss, permute=False) for c in range(ref.shape[1])]
+    with warnings.catch_warnings():  # a channel silent in a reference is undefined there (NaN): left out
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = {k: np.nanmean([o[k] for o in outs], axis=0) for k in outs[0] if k != "perm"}
+    out["perm"] = perm
+    return out
 
 
 class ScoreError(Exception):
@@ -89,34 +114,31 @@ class ScoreError(Exception):
 
 
 def score_utt(job):
-    """Score one utterance. ``job`` = (utt, mixture spec, [ref specs], [est specs], sample_rate, bss).
+    """Score one utterance. ``job`` = (utt, mixture spec, [ref specs], [est specs], sample_rate, bss, channels).
 
     Returns a dict: utt, seconds, perm, and per metric a list over reference sources.
     """
-    utt, mix_spec, ref_specs, est_specs, sample_rate, bss = job
-    mix, sr = _load_mono(mix_spec, sample_rate, f"utterance {utt} mixture")
-    refs = []
-    for k, spec in enumerate(ref_specs):
-        ref, rsr = _load_mono(spec, sample_rate, f"utterance {utt} reference {k}")
-        if rsr != sr:
-            ref = resample(ref[None].astype(np.float32), rsr, sr)[0].astype(np.float64)
-        refs.append(ref)
-    ests = []
-    for k, spec in enumerate(est_specs):
-        est, esr = _load_mono(spec, sample_rate, f"utterance {utt} estimate {k}")
-        if esr != sr:  # e.g. a separator that wrote at the model's rate
-            est = resample(est[None].astype(np.float32), esr, sr)[0].astype(np.float64)
-        ests.append(est)
-    n = min([len(mix)] + [len(x) for x in refs + ests])
+    utt, mix_spec, ref_specs, est_specs, sample_rate, bss, channels = job
+    mix, sr = _load(mix_spec, sample_rate, f"utterance {utt} mixture", channels)
+    signals = [("mixture", mix)]
+    for kind, specs in (("reference", ref_specs), ("estimate", est_specs)):
+        for k, spec in enumerate(specs):  # estimates may come at another rate (e.g. the model's)
+            x, xsr = _load(spec, sample_rate, f"utterance {utt} {kind} {k}", channels)
+            signals.append((f"{kind} {k}", _at_rate(x, xsr, sr)))
+    for name, x in signals:
+        if x.shape[0] != mix.shape[0]:
+            raise ScoreError(f"utterance {utt}: {name} has {x.shape[0]} channel(s), the mixture {mix.shape[0]}: "
+                             "--channels each needs the same channels everywhere (or --channels mono)")
+    n = min(x.shape[1] for _, x in signals)
     if n == 0:
         raise ScoreError(f"utterance {utt}: empty audio")
-    longest = max([len(mix)] + [len(x) for x in refs + ests])
+    longest = max(x.shape[1] for _, x in signals)
     if longest - n > max(0.01 * longest, 0.05 * sr):
         raise ScoreError(f"utterance {utt}: mixture, references and estimates differ in length "
                          f"({n} vs {longest} samples at {sr} Hz)")
-    ref = np.stack([x[:n] for x in refs])
-    est = np.stack([x[:n] for x in ests])
-    out = score_file(est, ref, mix[:n], bss=bss)
+    ref = np.stack([x[:, :n] for _, x in signals[1:1 + len(ref_specs)]])
+    est = np.stack([x[:, :n] for _, x in signals[1 + len(ref_specs):]])
+    out = _score_channels(est, ref, mix[:, :n], bss)
     row = {"utt": utt, "seconds": n / sr, "perm": list(map(int, out["perm"]))}
     for key in METRICS:
         if key in out:
@@ -151,8 +173,9 @@ def _num(v):
     return round(v, 4) if math.isfinite(v) else None
 
 
-def summarize(rows, sources):
-    """result.json content: length-weighted means per source, n_files, seconds."""
+def summarize(rows, sources, channels="mono"):
+    """result.json content: length-weighted means per source, n_files, seconds (and ``channels``
+    when every channel was scored on its own)."""
     lengths = [r["seconds"] for r in rows]
     agg = aggregate(rows, lengths, keys=tuple(SUMMARY.values()))
     result = {}
@@ -161,6 +184,8 @@ def summarize(rows, sources):
                         for key, src_key in SUMMARY.items()}
     result["n_files"] = len(rows)
     result["seconds"] = round(float(sum(lengths)), 3)
+    if channels != "mono":
+        result["channels"] = channels
     return result
 
 
@@ -210,15 +235,16 @@ def main(argv=None):
         print(f"score: {exc}", file=sys.stderr)
         return 1
     jobs = [(u, data.wav[u], [data.source(s)[u] for s in data.sources], [est_scps[s][u] for s in data.sources],
-             args.sample_rate, args.bss) for u in data.utts]
-    logger.info("scoring %d utterances of %s (sources: %s) with %d process(es)%s", len(jobs), data.path,
-                " ".join(data.sources), args.nj, "" if args.bss else ", SI-SDR only")
+             args.sample_rate, args.bss, args.channels) for u in data.utts]
+    logger.info("scoring %d utterances of %s (sources: %s) with %d process(es)%s; %s", len(jobs), data.path,
+                " ".join(data.sources), args.nj, "" if args.bss else ", SI-SDR only",
+                "mono downmixes" if args.channels == "mono" else "every channel on its own")
     try:
         rows = run_jobs(jobs, args.nj)
     except ScoreError as exc:
         print(f"score: {exc}", file=sys.stderr)
         return 1
-    result = summarize(rows, data.sources)
+    result = summarize(rows, data.sources, args.channels)
     outdir.mkdir(parents=True, exist_ok=True)
     _write_text(outdir / "per_utt.csv", per_utt_csv(rows, data.sources))
     _write_text(outdir / "result.json", json.dumps(result, indent=2) + "\n")

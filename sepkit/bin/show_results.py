@@ -8,8 +8,9 @@ Finds every ``<EXPDIR>/<tag>/score_<set>_<head>/result.json`` (written by
 ``python -m sepkit.bin.score``) and prints one Markdown row per result: experiment tag, test set,
 head (``mi`` = mask inference, ``dc`` = deep clustering + k-means), SI-SDRi per source (the metric
 of the paper's Tables 2-4: length-weighted mean of the per-file SI-SDR improvement, best
-permutation per file) and BSS eval v3 GNSDR / GSIR / GSAR (MIREX, Table 1), all in dB.
-``--out ''`` only prints. A missing EXPDIR is an error; one without results prints nothing for it.
+permutation per file) and BSS eval v3 GNSDR / GSIR / GSAR (MIREX, Table 1), all in dB, computed
+on mono downmixes of the signals (a row scored with ``score --channels each`` says so in its head
+column). ``--out ''`` only prints. A missing EXPDIR is an error; one without results prints nothing for it.
 """
 import argparse
 import json
@@ -20,9 +21,14 @@ from sepkit.audio import atomic_path
 
 _SHORT = {"vocals": "V", "accompaniment": "M"}  # the paper's column letters (V, M = music)
 _METRICS = (("si_sdri", "SI-SDRi"), ("gnsdr", "GNSDR"), ("gsir", "GSIR"), ("gsar", "GSAR"))
-_NOT_SOURCES = {"n_files", "seconds"}
+_NOT_SOURCES = {"n_files", "seconds", "channels"}
 
-_NOTES = """\
+_MONO = ("Scores are computed on mono downmixes (the mean of the channels) of the mixture, the references "
+         "and the estimates, while the separated files keep the input's channels; a head marked "
+         "'each channel' was scored on every channel on its own, averaged (python -m sepkit.bin.score "
+         "--channels each). docs/metrics.md says what each metric forgives.")
+_NOTES = _MONO + """
+
 All numbers in dB. SI-SDRi: improvement of the scale-invariant SDR of each estimate over that of the
 mixture, best permutation per file, length-weighted mean over the set (the metric of the paper's
 Tables 2-4). GNSDR / GSIR / GSAR: BSS eval v3 (mir_eval) NSDR / SIR / SAR, length-weighted means
@@ -89,7 +95,7 @@ def table(rows):
     header += ["files", "minutes"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|"]
     for tag, test_set, head, result in rows:
-        cells = [tag, test_set, head]
+        cells = [tag, test_set, head + (" (each channel)" if result.get("channels") == "each" else "")]
         for key, _ in _METRICS:
             cells += [_fmt(result.get(s, {}).get(key)) for s in sources]
         cells += [str(result.get("n_files", "-")), f"{float(result.get('seconds', 0)) / 60:.1f}"]
@@ -105,6 +111,7 @@ def main(argv=None):
         return 0
     lines = table(rows)
     print("\n".join(lines))
+    print("(dB; mono downmixes unless a head says 'each channel'" + (f"; legend in {args.out})" if args.out else ")"))
     if args.out:
         text = f"# {args.title}\n\n" + "\n".join(lines) + "\n\n" + _NOTES + "\n"
         with atomic_path(args.out) as tmp:
