@@ -186,6 +186,28 @@ def test_a_new_recipe_leaves_the_test_suite_passing(tmp_path):
     assert res.returncode == 0 and f"{len(tests)} passed" in res.stdout, res.stdout[-4000:]
 
 
+@needs_venv
+def test_song_names_with_spaces_become_ids(tmp_path):
+    """find_songs() may key songs by their names, spaces included: the ids are made as in egs/folder."""
+    base = workspace(tmp_path)
+    corpus = flat_corpus(tmp_path / "takes")
+    assert run([base / "utils" / "new_recipe.sh", "takes"], cwd=tmp_path).returncode == 0
+    rec = base / "egs" / "takes" / "chimera"
+    spaced = SONGS_PY.replace('sets.setdefault(split, {})[name]', 'sets.setdefault(split, {})[name.replace("-", " ")]')
+    (rec / "local" / "songs.py").write_text(spaced)
+    res = run(["./run.sh", "--corpus_dir", corpus, "--stop_stage", 0], cwd=rec)
+    assert res.returncode == 0, res.stdout[-3000:]
+    from sepkit.data.datadir import DataDir
+
+    assert DataDir(rec / "data" / "train").utts == ["train_take0", "train_take1", "train_take2"]
+    clash = SONGS_PY.replace('sets.setdefault(split, {})[name]',
+                             'sets.setdefault(split, {})[name.replace("-", " ") if name.endswith("0") else '
+                             'name.replace("-", "  ").replace("take1", "take0")]')
+    (rec / "local" / "songs.py").write_text(clash)
+    res = run(["./run.sh", "--corpus_dir", corpus, "--stop_stage", 0, "--overwrite", "true"], cwd=rec)
+    assert res.returncode != 0 and "give the same utterance id 'train_take0'" in res.stdout, res.stdout[-3000:]
+
+
 # ------------------------------------------------------------------------------- shared stages
 
 def _shared_part(text):

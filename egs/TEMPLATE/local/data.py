@@ -4,7 +4,9 @@
     python local/data.py [--overwrite] CORPUS_DIR DATA        (called by local/data.sh)
 
 The songs come from find_songs() of local/songs.py (the part to write for the corpus); this
-file checks them and writes the data dirs (wav.scp, <source>.scp, sources, utt2dur).
+file checks them and writes the data dirs (wav.scp, <source>.scp, sources, utt2dur). Song names
+become utterance ids as in every recipe: runs of whitespace -> '_' ("My Song" -> My_Song); two names
+that give one id are an error.
 """
 import argparse
 import logging
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 
 import songs  # local/songs.py, beside this file
+from sepkit.data.corpora import CorpusError, unique_utt_ids
 from sepkit.data.datadir import DataDir, DataDirError
 
 logger = logging.getLogger("local/data.py")
@@ -50,6 +53,12 @@ def main(argv=None):
             if missing:
                 print(f"local/data.py: {name} song {utt}: find_songs() gave no {missing[0]!r} spec", file=sys.stderr)
                 return 1
+        try:  # song names -> ids without whitespace
+            ids = unique_utt_ids([str(utt) for utt in found], f"the {name} songs of find_songs()")
+        except CorpusError as exc:
+            print(f"local/data.py: {exc}", file=sys.stderr)
+            return 1
+        sets[name] = {ids[str(utt)]: song for utt, song in found.items()}
     try:
         for name, found in sets.items():
             mixture = {utt: song["mixture"] for utt, song in found.items()}

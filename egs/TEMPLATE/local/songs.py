@@ -11,7 +11,8 @@ def find_songs(corpus_dir):
     Args:
         corpus_dir: ``pathlib.Path`` of the corpus (``run.sh --corpus_dir``).
     Sets: ``train`` and ``valid`` (to train), ``test`` (to separate and score; may be left out).
-    ``utt``: an id without whitespace, unique in its set (e.g. the song's name). ``spec``: the
+    ``utt``: the song's name, unique in its set; local/data.py makes the id of it (whitespace -> ``_``,
+    e.g. ``"My Song"`` -> ``My_Song``). ``spec``: the
     absolute path of an audio file (any format libsndfile reads, any rate or channel count), or a
     one-line JSON audio spec (docs/data.md): ``{"sum": [path, ...]}`` adds files,
     ``{"path": path, "channel": 1}`` takes one channel, ``{"path": path, "channel": "sum"}`` adds them.
