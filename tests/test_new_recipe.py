@@ -118,13 +118,19 @@ def test_stub_data_preparation_fails_clearly(tmp_path):
     assert not (rec / "data" / "train").exists()
 
 
-@needs_venv
-def test_runs_end_to_end_after_writing_only_its_songs_file(tmp_path):
+def takes_recipe(tmp_path, songs_py=SONGS_PY):
+    """egs/takes/chimera made by utils/new_recipe.sh with ``songs_py`` as its local/songs.py, and its corpus."""
     base = workspace(tmp_path)
     corpus = flat_corpus(tmp_path / "takes")
     assert run([base / "utils" / "new_recipe.sh", "takes"], cwd=tmp_path).returncode == 0
     rec = base / "egs" / "takes" / "chimera"
-    (rec / "local" / "songs.py").write_text(SONGS_PY)  # the only file written
+    (rec / "local" / "songs.py").write_text(songs_py)  # the only file written
+    return rec, corpus
+
+
+@needs_venv
+def test_runs_end_to_end_after_writing_only_its_songs_file(tmp_path):
+    rec, corpus = takes_recipe(tmp_path)
     res = run(["./run.sh", "--corpus_dir", corpus, *TINY], cwd=rec)
     assert res.returncode == 0, res.stdout[-4000:]
     for stage in (0, 2, 3, 4, 5):
@@ -189,12 +195,8 @@ def test_a_new_recipe_leaves_the_test_suite_passing(tmp_path):
 @needs_venv
 def test_song_names_with_spaces_become_ids(tmp_path):
     """find_songs() may key songs by their names, spaces included: the ids are made as in egs/folder."""
-    base = workspace(tmp_path)
-    corpus = flat_corpus(tmp_path / "takes")
-    assert run([base / "utils" / "new_recipe.sh", "takes"], cwd=tmp_path).returncode == 0
-    rec = base / "egs" / "takes" / "chimera"
     spaced = SONGS_PY.replace('sets.setdefault(split, {})[name]', 'sets.setdefault(split, {})[name.replace("-", " ")]')
-    (rec / "local" / "songs.py").write_text(spaced)
+    rec, corpus = takes_recipe(tmp_path, spaced)
     res = run(["./run.sh", "--corpus_dir", corpus, "--stop_stage", 0], cwd=rec)
     assert res.returncode == 0, res.stdout[-3000:]
     from sepkit.data.datadir import DataDir
