@@ -60,7 +60,7 @@ class _Pass:
     Everything is held in :class:`~sepkit.blockwise.Window` s from which what no later step needs is dropped.
     """
 
-    def __init__(self, sep, plan, head=None, desc=""):
+    def __init__(self, sep, plan, head=None, desc="", reconstructs=False):
         from tqdm import tqdm
 
         c = sep.frontend.config
@@ -69,6 +69,7 @@ class _Pass:
         self.blocks = plan.reader.blocks(plan.block_samples)
         self.resampler = Resampler(plan.channels, plan.sr, sep.sample_rate, plan.nm)
         self.x, self.mel, self.feats, self.masks = Window(1), Window(0), Window(0), Window(0)
+        self.reconstructs = reconstructs  # else samples are dropped as soon as their frames have a mel
         self.bar = tqdm(total=len(plan.starts), desc=desc, unit="seg", leave=False,
                         disable=None if (sep.progress and head) else True)
 
@@ -95,6 +96,8 @@ class _Pass:
             b = min(a + self.sep.block_frames, self.p.T)
             mono = self.xpad(a * self.hop, (b - 1) * self.hop + self.n_fft).mean(0, keepdim=True)
             self.mel.append(self.sep.frontend.mel(self.sep._frames(mono, 0, b - a).abs())[0])
+            if not self.reconstructs:
+                self.x.drop_before(b * self.hop - self.half)
 
     def ensure_feats(self, t):
         T = self.p.T
@@ -281,7 +284,7 @@ def separate_file(sep, in_path, out_paths, head, block_seconds=10.0, subtype=Non
         paths = [dests[0].with_name(f"{head}{t}") for t in range(len(targets))] if named else dests
         out = _Outputs(sep, plan, n_est, targets, paths, fmt, subtype, sep.residual)
         try:
-            run = _Pass(sep, plan, head, f"separate ({head})" + (" 2/2" if head == "dc" else ""))
+            run = _Pass(sep, plan, head, f"separate ({head})" + (" 2/2" if head == "dc" else ""), reconstructs=True)
             masks = run.mi_masks() if head == "mi" else run.dc_masks(centers, threshold)
             run.reconstruct(masks, n_est, out)
             chosen = list(range(S))
@@ -306,7 +309,6 @@ def _fit_centers(sep, plan):
         scan.ensure_mel(a + sep.block_frames)
         peak = torch.maximum(peak, scan.mel.data.max())
         scan.mel.drop_before(scan.mel.end)
-        scan.x.drop_before(scan.mel.end * scan.hop - scan.half)
     threshold = sep._silence_threshold(peak)
     F, k = sep.model.n_freq, sep.n_clusters
     active, every, n_active = BinSubsample(sep.kmeans_points, sep.seed), BinSubsample(sep.kmeans_points, sep.seed), 0
