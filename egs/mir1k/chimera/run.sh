@@ -83,7 +83,7 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ] && [ "${aug_hours}" != 0 ];
   utils/remix.sh --mode train --overwrite "${overwrite}" \
     --remix-opts "--hours ${aug_hours} --valid-hours 0 --segment-seconds ${aug_segment_seconds} --cross-song --seed ${seed} --train-name mir1k_train_remix${aug_hours}h" \
     data/mir1k_train data "mir1k_train_remix${aug_hours}h"
-  utils/combine_data.sh "data/${train_set}" data/mir1k_train "data/mir1k_train_remix${aug_hours}h"
+  utils/combine_data.sh --overwrite "${overwrite}" "data/${train_set}" data/mir1k_train "data/mir1k_train_remix${aug_hours}h"
 fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
