@@ -1,7 +1,7 @@
 """tools/gpu_check.sh, the one-call check of a GPU machine, run on the CPU with its tiny sizes so that it cannot rot.
 
-One module-scoped run of the whole script (recipe stages 0-3, bf16 training where the CPU runs a bf16
-LSTM, 2 gloo DDP processes, separation parity, timings; about a minute of CPU on 2 cores) is shared
+One module-scoped run of the whole script (recipe stages 0-4, bf16 training where the CPU runs a bf16
+LSTM, 2 gloo DDP processes, separation parity, timings; about 85 CPU-seconds) is shared
 by the tests below. Also: a failed check makes the script exit 1, and the DDP switches of
 sepkit.train.distributed that the GPU run needs (SEPKIT_SHARE_GPU, SEPKIT_DIST_BACKEND).
 """
@@ -41,7 +41,8 @@ def test_cpu_run_passes_every_check_and_writes_json_and_markdown(full_run):
     d = json.loads((out / "gpu_check.json").read_text())
     assert d["ok"] is True and d["device"] == "cpu" and all(c["ok"] for c in d["checks"])
     names = [c["name"] for c in d["checks"]]
-    for want in ("train float32: recipe stages 0-3 with --ngpu 0", "train float32: loss falls",
+    for want in ("train float32: recipe stages 0-4 with --ngpu 0", "train float32: loss falls",
+                 "train float32: stage 4 separated test_remix with both heads (--inference_ngpu 0)",
                  "ddp: 2 processes (gloo) train through recipe stage 3", "ddp: replicas identical after every epoch",
                  "separate mi float32 on cpu vs CPU float32: SI-SDR >= 40 dB",
                  "separate dc float32 on cpu vs CPU float32: SI-SDR >= 40 dB", "timing: measured"):

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 logger = logging.getLogger("gpu_check")
 SECTIONS = ("train", "ddp", "separate", "timing")
 # The recipe's default system (CHI_0.1, MSA, the paper's features) made small and quick to learn:
-TRAIN = "--optimizer adam --lr 0.002 --curriculum null --tensorboard false "
+TRAIN = "--optimizer adam --lr 0.002 --curriculum null "
 # cuda: a small Chimera trained for real, a 3-minute file, the paper network (4 x 500) for the timings.
 # cpu (tests): everything tiny, so that the whole script runs in about a minute on 2 cores.
 SIZES = {
@@ -37,7 +37,7 @@ SIZES = {
                                     "--epochs 6 --max_steps_per_epoch 50 --num_workers 2",
                  sep_seconds=180.0, step=dict(B=16, T=100, hidden=500, layers=4, F=150, D=20),
                  sep_net=dict(hidden=500, layers=4), repeat=5),
-    "cpu": dict(songs=3, song_seconds=8, train_hours=0.005, valid_hours=0.002, remix_args="--segment-seconds 2", nj=2,
+    "cpu": dict(songs=3, song_seconds=8, train_hours=0.005, valid_hours=0.002, remix_args="--segment-seconds 2", nj=1,
                 train_args=TRAIN + "--hidden 16 --layers 1 --emb_dim 8 --batch_size 4 --segment_frames 50 "
                                    "--epochs 3 --max_steps_per_epoch 4 --num_workers 0",
                 sep_seconds=6.0, step=dict(B=4, T=20, hidden=16, layers=1, F=20, D=8),
@@ -182,14 +182,19 @@ def check_train(rep, recipe, args):
     ngpu, bf16 = (1 if args.device == "cuda" else 0), rep.data["env"]["bf16"]
     recipe.make_corpus()
     out = rep.data.setdefault("train", {})
-    runs = [("float32", "gpu_fp32", 0, "")] + ([("bfloat16", "gpu_bf16", 3, "--dtype bfloat16")] if bf16 else [])
+    # float32: stages 0-4 (stage 4 separates test_remix on the same device); bf16: stage 3 only
+    runs = [("float32", "gpu_fp32", 0, 4, "")] + ([("bfloat16", "gpu_bf16", 3, 3, "--dtype bfloat16")] if bf16 else [])
     if not bf16:  # a failure on a GPU; a CPU without a bf16 LSTM is fine
         rep.check("train bf16: autocast available", args.device == "cpu", f"no bf16 LSTM on {args.device}")
-    for dtype, tag, stage, extra in runs:
-        ok, text = recipe.run(f"train_{dtype}", "--stage", stage, "--stop_stage", 3, "--ngpu", ngpu, "--tag", tag,
-                              "--train_args", _train_args(rep, args, extra))
-        if not rep.check(f"train {dtype}: recipe stages {stage}-3 with --ngpu {ngpu}", ok, "" if ok else _why(text)):
+    for dtype, tag, stage, stop, extra in runs:
+        ok, text = recipe.run(f"train_{dtype}", "--stage", stage, "--stop_stage", stop, "--ngpu", ngpu, "--tag", tag,
+                              "--inference_ngpu", ngpu, "--head", "both", "--train_args", _train_args(rep, args, extra))
+        if not rep.check(f"train {dtype}: recipe stages {stage}-{stop} with --ngpu {ngpu}", ok, _why(text) * (not ok)):
             continue
+        if stop >= 4:
+            wavs = {h: len(list((recipe.exp(tag) / f"separate_test_remix_{h}").rglob("*.wav"))) for h in ("mi", "dc")}
+            rep.check(f"train {dtype}: stage 4 separated test_remix with both heads (--inference_ngpu {ngpu})",
+                      all(wavs.values()), f"wav files per head: {wavs}")
         hist = _history(recipe.exp(tag))
         losses = [round(h["train_loss"], 5) for h in hist]
         fps = re.findall(r"epoch \d+ done: .*?, ([0-9.]+) frames/s", (recipe.exp(tag) / "train.log").read_text())
