@@ -2,8 +2,9 @@
 
 A block reader of audio files (the checks of :func:`sepkit.audio.read_audio`), a streaming soxr
 resampler whose output equals the one-shot resampling of the whole signal, a sliding window over a
-long sequence, and the k-means subsample of DC bins (:func:`subsample_bins`) that can be picked
-from pieces of a file as well as from the whole.
+long sequence, the k-means subsample of DC bins (:func:`subsample_bins`) that can be picked from
+pieces of a file as well as from the whole, and the segment plan and nearest-centre labels that
+both separation paths share.
 """
 import numpy as np
 import soundfile as sf
@@ -12,7 +13,8 @@ import torch
 
 from sepkit.audio import AudioError, probe_audio
 
-__all__ = ["bin_keys", "subsample_bins", "BinSubsample", "AudioReader", "Resampler", "Window", "resample_row"]
+__all__ = ["bin_keys", "subsample_bins", "BinSubsample", "AudioReader", "Resampler", "Window", "resample_row",
+           "plan_segments", "nearest"]
 
 _M32 = 0xFFFFFFFF
 
@@ -175,3 +177,29 @@ def resample_row(x, orig_sr, target_sr, length=None):
 
 def resampled_length(n, orig_sr, target_sr):
     return int(np.ceil(n * target_sr / orig_sr))
+
+
+def plan_segments(num_frames, segment, overlap):
+    """Segment starts and the frames each segment owns.
+
+    Args:
+        num_frames: T. segment: L frames. overlap: fraction in [0, 1) shared by neighbours.
+    Returns:
+        ``(starts, owned, length)``: ``starts`` sorted, every segment ``[s, s + length)`` inside
+        ``[0, T)`` (the last one ends at T; ``length = min(L, T)``); ``owned`` is a list of
+        ``(a, b)`` frame ranges, a partition of ``[0, T)``, each frame given to the segment in which
+        it is most central.
+    """
+    length = min(segment, num_frames)
+    hop = max(1, int(round(length * (1.0 - overlap))))
+    starts = list(range(0, num_frames - length + 1, hop))
+    if starts[-1] + length < num_frames:
+        starts.append(num_frames - length)
+    bounds = [0] + [(s1 + s0 + length) // 2 for s0, s1 in zip(starts, starts[1:])] + [num_frames]
+    return starts, list(zip(bounds[:-1], bounds[1:])), length
+
+
+def nearest(emb, centers):
+    """Labels ``(...)`` of the nearest centre for embeddings ``(..., D)``; centres ``(k, D)``."""
+    d = centers.square().sum(1) - 2 * emb @ centers.t()  # ||e - c||^2 up to the constant ||e||^2
+    return d.argmin(-1)

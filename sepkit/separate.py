@@ -21,17 +21,12 @@ exactly that:
    the paper's < 200 Hz occupancy rule (:func:`sepkit.cluster.name_clusters_lowfreq`).
 4. Mel mask -> linear mask -> mixture STFT -> inverse STFT, computed in blocks of frames.
 
-Memory of :meth:`Separator.separate` (arrays in, arrays out): the per-frame arrays (mel, features,
-masks: a few hundred bytes per frame) are kept for the whole file; the STFT, masking and inverse
-STFT run in blocks. DC embeddings (``T*F*D`` floats, 900 MB for 10 min at the paper's settings) are
-kept only up to ``dc_memory_mb``; above that the network runs twice (pass 1 collects the k-means
-subsample, pass 2 labels the bins). :meth:`Separator.separate_file` (file to file, used by
-``sepkit-separate``) streams every step instead, so its memory does not grow with the input's
-length, and gives the same outputs (:mod:`sepkit.stream`).
-
-The k-means subsample is the ``kmeans_points`` non-silent bins with the smallest values of a hash
-of their index (:func:`sepkit.blockwise.subsample_bins`): a uniform random subset fixed by ``seed``
-that a stream can pick without knowing the whole file.
+Memory: :meth:`Separator.separate` (arrays in and out) keeps per-frame arrays (mel, features, masks)
+for the whole file and DC embeddings up to ``dc_memory_mb`` (else the network runs twice);
+:meth:`Separator.separate_file` (file to file, used by ``sepkit-separate``) streams every step and
+holds a few blocks whatever the length, with the same outputs (:mod:`sepkit.stream`). The k-means
+subsample is the ``kmeans_points`` non-silent bins with the smallest hash of their index
+(:func:`sepkit.blockwise.subsample_bins`), a uniform random subset fixed by ``seed``.
 
 Everything after reading the waveform runs on the model's device; the per-segment loop never waits
 for the device (no ``.item()``, no host copies). The network may run under bfloat16 autocast; masks,
@@ -45,8 +40,9 @@ import torch
 
 from sepkit.cluster import kmeans, name_clusters_lowfreq
 from sepkit.model_io import build_from_dict, load_model_dict
+from sepkit.blockwise import nearest as _nearest
+from sepkit.blockwise import plan_segments, subsample_bins
 from sepkit.blockwise import resample_row as _resample_row
-from sepkit.blockwise import subsample_bins
 
 logger = logging.getLogger(__name__)
 
@@ -107,26 +103,6 @@ def _bf16_lstm_runs(device):
         return True
     except RuntimeError:
         return False
-
-
-def plan_segments(num_frames, segment, overlap):
-    """Segment starts and the frames each segment owns.
-
-    Args:
-        num_frames: T. segment: L frames. overlap: fraction in [0, 1) shared by neighbours.
-    Returns:
-        ``(starts, owned, length)``: ``starts`` sorted, every segment ``[s, s + length)`` inside
-        ``[0, T)`` (the last one ends at T; ``length = min(L, T)``); ``owned`` is a list of
-        ``(a, b)`` frame ranges, a partition of ``[0, T)``, each frame given to the segment in which
-        it is most central.
-    """
-    length = min(segment, num_frames)
-    hop = max(1, int(round(length * (1.0 - overlap))))
-    starts = list(range(0, num_frames - length + 1, hop))
-    if starts[-1] + length < num_frames:
-        starts.append(num_frames - length)
-    bounds = [0] + [(s1 + s0 + length) // 2 for s0, s1 in zip(starts, starts[1:])] + [num_frames]
-    return starts, list(zip(bounds[:-1], bounds[1:])), length
 
 
 class Separator:
@@ -216,20 +192,13 @@ class Separator:
         return {name: out[s].reshape(np.shape(waveform)) for s, name in enumerate(self.sources)}
 
     def separate_file(self, in_path, out_paths, head=None, block_seconds=10.0, subtype=None, overwrite=False):
-        """Separate an audio file into audio files, streaming: memory does not grow with its length.
+        """Separate audio file ``in_path`` streamed (:mod:`sepkit.stream`): memory does not grow with its length.
 
-        The outputs equal those of :meth:`separate` on the whole waveform (see :mod:`sepkit.stream`).
-
-        Args:
-            in_path: any file libsndfile decodes. out_paths: ``{source: path}`` or paths in
-                ``self.sources`` order; written at the input's rate, channels and length, each
-                under a temporary name renamed onto the path once all are complete.
-            head: "mi" or "dc". block_seconds: input read per block. subtype: soundfile subtype
-                (default: the format's). overwrite: replace existing output files.
-        Returns:
-            ``(sample_rate, channels, samples)`` of the input.
-        Raises:
-            AudioError (input), SeparationError (model, output), FileExistsError, OSError (writing).
+        ``out_paths``: ``{source: path}`` or paths in source order, written at the input's rate,
+        channels and length (soundfile ``subtype``), each under a temporary name renamed onto the
+        path once all are complete; existing files need ``overwrite``. Outputs equal :meth:`separate`'s.
+        Returns ``(sample_rate, channels, samples)`` of the input. Raises AudioError (input),
+        SeparationError (model), FileExistsError, OSError (writing).
         """
         from sepkit.stream import separate_file
 
@@ -326,11 +295,8 @@ class Separator:
         return math.ceil(c.n_fft / c.hop_length) + 1
 
     def _reconstruct_block(self, spec, masks, a0, a, end):
-        """STFT frames ``(C, n, K)`` of the mixture from frame ``a0`` and their masks ``(n, F, S)`` -> ``(S, C, M)``.
-
-        The estimates of samples ``[a * hop, end)``; frames before ``a`` (and any after the block)
-        only complete the overlap-add of those samples.
-        """
+        """Mixture STFT frames ``(C, n, K)`` from frame ``a0``, masks ``(n, F, S)`` -> samples ``[a * hop, end)``
+        ``(S, C, M)``; the frames outside ``[a, end)`` only complete the overlap-add."""
         C, n, _ = spec.shape
         S, hop = masks.shape[-1], self.frontend.config.hop_length
         lin = self.frontend.mask_to_linear(masks.permute(2, 0, 1))  # (S, n, K)
@@ -429,8 +395,7 @@ class Separator:
         return peak.clamp_min(1e-20) * 10 ** (-self.silence_db / 20)
 
     @property
-    def names_clusters(self):
-        """Whether DC clusters are named by the < 200 Hz rule (else they are in arbitrary order)."""
+    def names_clusters(self):  # DC clusters named by the < 200 Hz rule (else in arbitrary order)
         return self.n_clusters == 2 and sorted(self.sources) == ["accompaniment", "vocals"]
 
     def _low_occupancy(self, labels, active):
@@ -455,9 +420,3 @@ class Separator:
             return [vocal if name == "vocals" else acc for name in self.sources]
         logger.warning("DC head: no naming rule for sources %s; clusters are in arbitrary order", self.sources)
         return list(range(self.n_clusters))
-
-
-def _nearest(emb, centers):
-    """Labels ``(...)`` of the nearest centre for embeddings ``(..., D)``; centres ``(k, D)``."""
-    d = centers.square().sum(1) - 2 * emb @ centers.t()  # ||e - c||^2 up to the constant ||e||^2
-    return d.argmin(-1)

@@ -30,7 +30,7 @@ import soundfile as sf
 import torch
 
 from sepkit.audio import _format_of
-from sepkit.blockwise import AudioReader, BinSubsample, Resampler, Window, resampled_length
+from sepkit.blockwise import AudioReader, BinSubsample, Resampler, Window, nearest, plan_segments, resampled_length
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,6 @@ class _Plan:
     """What every pass over one input shares: its size, the model-rate length and the segments."""
 
     def __init__(self, sep, reader, block_seconds):
-        from sepkit.separate import plan_segments
-
         self.reader, self.sr, self.channels, self.n = reader, reader.sample_rate, reader.channels, reader.frames
         self.nm = resampled_length(self.n, self.sr, sep.sample_rate)
         self.T = sep.frontend.num_frames(self.nm)
@@ -149,12 +147,10 @@ class _Pass:
 
     def dc_masks(self, centers, threshold):
         """Append one-hot DC masks ``(frames, F, k)`` in cluster order; sets ``self.occupancy``."""
-        from sepkit.separate import _nearest
-
         occ = [0, 0]
         for i, j, _, emb in self.batches():
             for a, b, e in self.owned(i, j, emb):
-                labels = _nearest(e, centers)
+                labels = nearest(e, centers)
                 occ = [o + n for o, n in zip(occ, self.sep._low_occupancy(labels, self.mel.get(a, b) > threshold))]
                 self.masks.append(torch.nn.functional.one_hot(labels, self.sep.n_clusters).float())
             yield
