@@ -53,6 +53,19 @@ def test_separate_sh_keeps_results_of_another_model(tmp_path):
     wavs = {p: p.read_bytes() for p in sorted((sep / "wav").rglob("*.wav"))}
     assert len(wavs) == 4
 
+    # the data dir prepared again from the same files: still the same data, nothing to do
+    d = DataDir(data)
+    DataDir.create(data, d.wav, {s: d.source(s) for s in d.sources}, overwrite=True)
+    res = _separate(tmp_path, model, data)
+    assert res.returncode == 0 and "already separated" in res.stderr, res.stderr
+
+    # a mixture rewritten in place: other data, refused
+    mix = Path(d.wav["u2"])
+    os.utime(mix, ns=(mix.stat().st_atime_ns, mix.stat().st_mtime_ns + 10**9))
+    res = _separate(tmp_path, model, data)
+    assert res.returncode == 1 and "another model file, head, --separate-opts or data" in res.stderr
+    os.utime(mix, ns=(mix.stat().st_atime_ns, mix.stat().st_mtime_ns - 10**9))
+
     # the model file changes (retrained, or another one copied there): refused, nothing removed
     stamp = time.time() + 5
     os.utime(model, (stamp, stamp))

@@ -5,9 +5,10 @@
 #   writes <exp-dir>/separate_<set>_<head>/ for each head (<set> = basename of <data-dir>):
 #     wav/<source>/<utt>.wav, wav.scp (mixtures), <source>.scp (estimates), sources, utt2dur, log/
 #   e.g. utils/separate.sh --nj 4 --cmd "$decode_cmd" --head both exp/chimera data/test_remix exp/chimera
-#   A head whose dir is complete (.done marker naming the same model file, size and time, options
-#   and data dir, newer than its wav.scp) is skipped; an interrupted run of the same model, options
-#   and data resumes where it stopped (utterances already written are kept). Anything else in that
+#   A head whose dir is complete (.done marker naming the same model file, size and time, options,
+#   and data: its wav.scp and the size and time of the audio files it names) is skipped; an
+#   interrupted run of the same model, options and data resumes where it stopped (utterances
+#   already written are kept). Anything else in that
 #   dir (separated with another model, options or data, or not made by separate.sh) is never
 #   removed: it is refused, and --overwrite true moves it aside to <dir>.old.<time> and redoes it.
 nj=4              # parallel jobs (at most one per utterance)
@@ -47,20 +48,41 @@ case "$head" in
   *) echo "$0: --head must be mi, dc or both, got '$head'" >&2; exit 1 ;;
 esac
 n_utts=$(wc -l < "$data/wav.scp")
+# the mixtures: wav.scp and the size and time of every file it names (a data dir prepared again
+# from the same files is the same data; audio rewritten in place is not)
+data_id=$("$python" - "$data" <<'EOF'
+import hashlib, os, sys
+from sepkit.audio import AudioError
+from sepkit.data.audiospec import spec_files
+from sepkit.data.datadir import DataDir, DataDirError
+try:
+    data, digest = DataDir(sys.argv[1]), hashlib.sha1()
+    files = {utt: spec_files(data.wav[utt]) for utt in data.utts}
+except (DataDirError, AudioError) as exc:
+    sys.exit(f"separate.sh: {exc}")
+for utt in data.utts:
+    digest.update(f"{utt} {data.wav[utt]}\n".encode())
+    for path in files[utt]:
+        try:
+            st = os.stat(path)
+            digest.update(f"{path} {st.st_size} {st.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path} missing\n".encode())
+print(digest.hexdigest())
+EOF
+)
 [ "$nj" -le "$n_utts" ] || nj=$n_utts
 for h in $heads; do
   dir=$expdir/separate_${set_name}_$h
-  sig="$model_id head=$h opts=$separate_opts data=$(cd "$data" && pwd)"
+  sig="$model_id head=$h opts=$separate_opts data=$(cd "$data" && pwd) mixtures=$data_id"
   # ours: made by this script with this model, head, options and data (interrupted or done)
   why=
   if [ ! -f "$dir/model_id" ]; then
     why="not made by separate.sh (no model_id)"
   elif [ "$(cat "$dir/model_id")" != "$sig" ]; then
-    why="separated with another model file, head, --separate-opts or data dir (see its model_id)"
-  elif [ "$data/wav.scp" -nt "$dir/model_id" ]; then
-    why="separated before $data/wav.scp changed"
+    why="separated with another model file, head, --separate-opts or data (see its model_id)"
   fi
-  if [ -z "$why" ] && ! $overwrite && stamp_ok "$dir/.done" "$sig" "$data/wav.scp"; then
+  if [ -z "$why" ] && ! $overwrite && stamp_ok "$dir/.done" "$sig"; then
     log "$dir: already separated with $model_file, skipping (--overwrite true to redo)"
     continue
   fi
