@@ -100,9 +100,10 @@ def environment(device):
     if device == "cuda":
         p = torch.cuda.get_device_properties(0)
         try:
-            nccl = ".".join(map(str, torch.cuda.nccl.version()))
-        except (AttributeError, RuntimeError) as exc:
-            nccl = f"unavailable ({exc})"
+            v = torch.cuda.nccl.version()
+            nccl = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+        except Exception as exc:  # a torch built without NCCL: reported, the DDP section says the rest
+            nccl = f"unavailable ({type(exc).__name__})"
         info.update(gpu=p.name, gpu_mib=round(p.total_memory / 2**20), cuda=torch.version.cuda,
                     cudnn=torch.backends.cudnn.version(), nccl=nccl)
     return info
@@ -219,7 +220,7 @@ def check_ddp(rep, recipe, args):
     for backend, ngpu, env in tries:
         exp = recipe.exp(f"ddp_{backend}")
         ok, text = recipe.run(f"ddp_{backend}", "--stage", 3, "--stop_stage", 3, "--ngpu", ngpu, "--tag", exp.name,
-                              "--train_args", _train_args(rep, args), env=env, timeout=240)
+                              "--train_args", _train_args(rep, args), env=env, timeout=180)
         log = (exp / "train.log").read_text() if (exp / "train.log").is_file() else ""
         job = (exp / "log" / "train.log").read_text() if (exp / "log" / "train.log").is_file() else ""
         out[backend] = {"ok": ok, "error": "" if ok else _why(job + text)}
