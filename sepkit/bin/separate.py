@@ -14,6 +14,9 @@ the model's rate (16 kHz) and the estimates back, so they hold nothing above its
 ``--residual`` makes the accompaniment the input minus the vocals instead (full band, and the two
 outputs sum to the input).
 
+Files are read, separated and written in blocks (``Separator.separate_file``, :mod:`sepkit.stream`):
+memory does not grow with their length (bench/bench_memory.py: a 3-hour stereo file in under 1.5 GB).
+
 A file that cannot be separated (missing, a symbolic link loop, empty, truncated, not audio,
 NaN/inf samples, zero channels, output not writable, output exists without ``--overwrite``) gets
 one line on stderr naming it and the problem and leaves no output; the other files are still
@@ -32,9 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from sepkit.audio import AudioError, path_problem, read_audio, umask_mkdtemp, write_audio
+from sepkit.audio import AudioError, path_problem, umask_mkdtemp
 
 PROG = "sepkit-separate"
 logger = logging.getLogger("sepkit.bin.separate")
@@ -63,7 +64,7 @@ def get_parser():
                    help=f"fraction of a segment shared by neighbours, in [0, 1) ({DEFAULT_OVERLAP})")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"segments per network call ({DEFAULT_BATCH})")
     p.add_argument("--dc-memory-mb", type=float, default=DC_MEMORY_MB,
-                   help=f"DC embeddings kept in memory up to this size, else two passes ({DC_MEMORY_MB})")
+                   help=f"in-memory API only (Separator.separate); this tool streams and ignores it ({DC_MEMORY_MB})")
     p.add_argument("--residual", action="store_true",
                    help="accompaniment = input - vocals at the input's rate: keeps the band above the model's "
                         "Nyquist frequency (8 kHz) in the accompaniment; outputs sum to the input")
@@ -117,20 +118,21 @@ def plan_outputs(files, outdir, overwrite):
     return plan
 
 
-def write_outputs(dest, estimates, sample_rate, subtype, overwrite):
-    """Write ``{source: (C, N)}`` into ``dest`` so that it appears complete or not at all.
+def write_outputs(dest, write, overwrite):
+    """``write(tmp)`` writes the outputs into a temporary directory renamed onto ``dest``: complete or nothing.
 
-    ``dest`` (and the output directory, made here on the first output) follow the umask.
+    ``dest`` (and the output directory, made here on the first output, removed again if that output
+    fails) follow the umask. Returns what ``write`` returns.
     """
+    made = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = umask_mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     old = None
     try:
-        for name, wav in estimates.items():
-            try:
-                write_audio(tmp / f"{name}.wav", wav, sample_rate, subtype=subtype)
-            except AudioError as exc:  # name the output, not the hidden temporary directory
-                raise AudioError(str(exc).replace(str(tmp), str(dest))) from None
+        try:
+            result = write(tmp)
+        except AudioError as exc:  # name the output, not the hidden temporary directory
+            raise AudioError(str(exc).replace(str(tmp), str(dest))) from None
         if dest.exists() or dest.is_symlink():
             if not overwrite:
                 raise FileError(f"{dest}: exists (use --overwrite to replace it)")
@@ -141,31 +143,32 @@ def write_outputs(dest, estimates, sample_rate, subtype, overwrite):
         if old is not None and not dest.exists():
             os.rename(old, dest)  # put the previous outputs back
         shutil.rmtree(tmp, ignore_errors=True)
+        for d in made:  # the input failed half-way (streamed): no empty output directory either
+            try:
+                d.rmdir()
+            except OSError:
+                break
         raise
     if old is not None:
         shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    return result
 
 
 def separate_file(sep, path, dest, args):
     from sepkit.separate import SeparationError
 
+    def write(tmp):  # streamed, file to file: memory does not grow with the input's length
+        outs = {name: tmp / f"{name}.wav" for name in sep.sources}
+        return sep.separate_file(path, outs, head=args.head, subtype=args.subtype)
+
     t0 = time.perf_counter()
-    wav, sr = read_audio(path)
     try:
-        est = sep.separate(wav, sr, head=args.head)
-    except SeparationError as exc:
+        sr, channels, n = write_outputs(dest, write, args.overwrite)
+    except SeparationError as exc:  # e.g. NaN or infinite samples out of the model
         raise FileError(f"{path}: {exc}") from None
-    if not all(np.isfinite(y).all() for y in est.values()):
-        raise FileError(f"{path}: the model {args.model} produced NaN or infinite samples")
-    channels, dur = wav.shape[0], wav.shape[-1] / sr
-    del wav  # long files: free the input before the outputs are written
-    try:
-        write_outputs(dest, est, sr, args.subtype, args.overwrite)
     except OSError as exc:
         raise FileError(f"{path}: cannot write {dest} ({exc.strerror or exc})") from None
-    except AudioError as exc:
-        raise FileError(f"{path}: {exc}") from None
-    el = time.perf_counter() - t0
+    el, dur = time.perf_counter() - t0, n / sr
     logger.info("%s: %.1f s, %d ch, %d Hz -> %s (%.1f s, real-time factor %.3f)", path, dur, channels, sr, dest,
                 el, el / dur)
 
