@@ -164,8 +164,10 @@ class Recipe:
 
 
 def _why(text, n=3):
-    lines = [x for x in text.splitlines() if "ERROR" in x or "Error" in x or "error" in x] or text.splitlines()
-    return " | ".join(x.strip()[-300:] for x in lines[-n:])
+    """Why a run failed, in one line: its first NCCL line, if any, and its last ``n`` error lines."""
+    lines = [x.strip()[-300:] for x in text.splitlines() if re.search(r"error|duplicate gpu|killed after", x, re.I)]
+    key = [x for x in lines if re.search(r"duplicate gpu|nccl", x, re.I)][:1]
+    return " | ".join(dict.fromkeys(key + lines[-n:])) or " | ".join(text.splitlines()[-n:])
 
 
 def _history(expdir):
