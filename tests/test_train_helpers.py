@@ -34,8 +34,12 @@ def _synth(rng, seconds, sr):
     return vocals.astype(np.float32), acc.astype(np.float32)
 
 
-def make_corpus(root, n_train=8, n_valid=3, seconds=1.2, seed=0):
-    """Write ``root/{wav, data/valid, dump/train, dump/valid}``; returns a dict of their paths."""
+def make_corpus(root, n_train=8, n_valid=3, seconds=1.2, seed=0, synth=None, feat_conf=None):
+    """Write ``root/{wav, data/valid, dump/train, dump/valid}``; returns a dict of their paths.
+
+    ``synth(rng, seconds, sample_rate) -> (vocals, accompaniment)`` (1-D float32) draws one
+    utterance (default: the toy tones above); ``feat_conf`` overrides :data:`FEAT_CONF` keys.
+    """
     import kaldiio
     import soundfile as sf
     import yaml
@@ -44,7 +48,8 @@ def make_corpus(root, n_train=8, n_valid=3, seconds=1.2, seed=0):
     from sepkit.frontend import CMVN, FeatureConfig, Frontend
 
     root = Path(root)
-    conf = FeatureConfig.from_dict(FEAT_CONF)
+    conf = FeatureConfig.from_dict({**FEAT_CONF, **(feat_conf or {})})
+    synth = synth or _synth
     fe = Frontend(conf)
     rng = np.random.default_rng(seed)
     out = {}
@@ -57,7 +62,7 @@ def make_corpus(root, n_train=8, n_valid=3, seconds=1.2, seed=0):
         frames = {}
         for i in range(count):
             utt = f"{split}_{i:03d}"
-            voc, acc = _synth(rng, seconds * rng.uniform(0.8, 1.2), conf.sample_rate)
+            voc, acc = synth(rng, seconds * rng.uniform(0.8, 1.2), conf.sample_rate)
             mix = voc + acc
             wavdir = root / "wav"
             wavdir.mkdir(exist_ok=True)
@@ -116,3 +121,17 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_ddp(args, nproc=2, port=None, **popen_kw):
+    """Start ``nproc`` gloo processes of ``python -m sepkit.bin.train args`` as torchrun would (RANK,
+    WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), one math thread each; returns their Popen objects,
+    so that a test can wait for or kill exactly these processes."""
+    port = port or free_port()
+    procs = []
+    for rank in range(nproc):
+        env = subprocess_env(threads=1)
+        env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([PYTHON, "-m", "sepkit.bin.train", *args], env=env, cwd=REPO, **popen_kw))
+    return procs
