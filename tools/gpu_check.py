@@ -404,7 +404,7 @@ def main(argv=None):
     if set(only) - set(SECTIONS):
         p.error(f"--only: unknown sections {sorted(set(only) - set(SECTIONS))}")
     if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda but torch sees no CUDA device")
+        sys.exit(f"gpu_check: --device cuda, but torch {torch.__version__} sees no CUDA device (try --device cpu)")
     if args.speed_target is None:
         args.speed_target = 0.9 if args.device == "cuda" else 0.0
     args.outdir.mkdir(parents=True, exist_ok=True)
