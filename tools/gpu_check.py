@@ -27,22 +27,7 @@ import torch  # noqa: E402
 
 logger = logging.getLogger("gpu_check")
 SECTIONS = ("train", "ddp", "separate", "timing")
-# The recipe's default system (CHI_0.1, MSA, the paper's features) made small and quick to learn:
-TRAIN = "--optimizer adam --lr 0.002 --curriculum null "
-# cuda: a small Chimera trained for real, a 3-minute file, the paper network (4 x 500) for the timings.
-# cpu (tests): everything tiny, so that the whole script runs in about a minute on 2 cores.
-SIZES = {
-    "cuda": dict(songs=8, song_seconds=30, train_hours=0.2, valid_hours=0.01, remix_args="", nj=8,
-                 train_args=TRAIN + "--hidden 300 --layers 2 --emb_dim 20 --batch_size 16 --segment_frames 100 "
-                                    "--epochs 6 --max_steps_per_epoch 50 --num_workers 2",
-                 sep_seconds=180.0, step=dict(B=16, T=100, hidden=500, layers=4, F=150, D=20),
-                 sep_net=dict(hidden=500, layers=4), repeat=5),
-    "cpu": dict(songs=3, song_seconds=8, train_hours=0.005, valid_hours=0.002, remix_args="--segment-seconds 2", nj=1,
-                train_args=TRAIN + "--hidden 16 --layers 1 --emb_dim 8 --batch_size 4 --segment_frames 50 "
-                                   "--epochs 3 --max_steps_per_epoch 4 --num_workers 0",
-                sep_seconds=6.0, step=dict(B=4, T=20, hidden=16, layers=1, F=20, D=8),
-                sep_net=dict(hidden=16, layers=1), repeat=2),
-}
+SIZES = Path(__file__).with_suffix(".yaml")  # the sizes of each --device
 
 
 class Report:
@@ -170,6 +155,10 @@ def _why(text, n=3):
     return " | ".join(dict.fromkeys(key + lines[-n:])) or " | ".join(text.splitlines()[-n:])
 
 
+def _read(path):
+    return path.read_text() if path.is_file() else ""
+
+
 def _history(expdir):
     from sepkit.train import checkpoint as ck
 
@@ -191,8 +180,10 @@ def check_train(rep, recipe, args):
         rep.check("train bf16: autocast available", args.device == "cpu", f"no bf16 LSTM on {args.device}")
     for dtype, tag, stage, stop, extra in runs:
         ok, text = recipe.run(f"train_{dtype}", "--stage", stage, "--stop_stage", stop, "--ngpu", ngpu, "--tag", tag,
-                              "--inference_ngpu", ngpu, "--head", "both", "--train_args", _train_args(rep, args, extra))
-        if not rep.check(f"train {dtype}: recipe stages {stage}-{stop} with --ngpu {ngpu}", ok, _why(text) * (not ok)):
+                              "--inference_ngpu", ngpu, "--head", "both", "--train_args", _train_args(rep, args, extra),
+                              timeout=300)
+        why = _why(_read(recipe.exp(tag) / "log" / "train.log") + text) if not ok else ""
+        if not rep.check(f"train {dtype}: recipe stages {stage}-{stop} with --ngpu {ngpu}", ok, why):
             continue
         if stop >= 4:
             wavs = {h: len(list((recipe.exp(tag) / f"separate_test_remix_{h}").rglob("*.wav"))) for h in ("mi", "dc")}
@@ -200,8 +191,8 @@ def check_train(rep, recipe, args):
                       all(wavs.values()), f"wav files per head: {wavs}")
         hist = _history(recipe.exp(tag))
         losses = [round(h["train_loss"], 5) for h in hist]
-        fps = re.findall(r"epoch \d+ done: .*?, ([0-9.]+) frames/s", (recipe.exp(tag) / "train.log").read_text())
-        on = re.search(r"process\(es\) on (\S+)", (recipe.exp(tag) / "train.log").read_text())
+        log = _read(recipe.exp(tag) / "train.log")
+        fps, on = re.findall(r"epoch \d+ done: .*?, ([0-9.]+) frames/s", log), re.search(r"process\(es\) on (\S+)", log)
         out[dtype] = {"train_loss": losses, "valid_loss": [round(h["valid_loss"], 5) for h in hist],
                       "frames_per_sec": [float(x) for x in fps], "device": on.group(1) if on else None}
         rep.check(f"train {dtype}: loss falls", len(losses) >= 2 and losses[-1] < losses[0],
@@ -223,9 +214,8 @@ def check_ddp(rep, recipe, args):
         exp = recipe.exp(f"ddp_{backend}")
         ok, text = recipe.run(f"ddp_{backend}", "--stage", 3, "--stop_stage", 3, "--ngpu", ngpu, "--tag", exp.name,
                               "--train_args", _train_args(rep, args), env=env, timeout=180)
-        log = (exp / "train.log").read_text() if (exp / "train.log").is_file() else ""
-        job = (exp / "log" / "train.log").read_text() if (exp / "log" / "train.log").is_file() else ""
-        out[backend] = {"ok": ok, "error": "" if ok else _why(job + text)}
+        log = _read(exp / "train.log")
+        out[backend] = {"ok": ok, "error": "" if ok else _why(_read(exp / "log" / "train.log") + text)}
         if ok:
             break
         logger.warning("DDP with %s failed: %s", backend, out[backend]["error"])
@@ -409,9 +399,12 @@ def main(argv=None):
         args.speed_target = 0.9 if args.device == "cuda" else 0.0
     args.outdir.mkdir(parents=True, exist_ok=True)
     rep = Report(args.device)
-    rep.data.update(env=environment(args.device), sizes=SIZES[args.device], sections=only)
+    import yaml
+
+    sizes = yaml.safe_load(SIZES.read_text())[args.device]
+    rep.data.update(env=environment(args.device), sizes=sizes, sections=only)
     t0 = time.perf_counter()
-    recipe = Recipe(args.workdir, SIZES[args.device]) if set(only) & {"train", "ddp", "separate"} else None
+    recipe = Recipe(args.workdir, sizes) if set(only) & {"train", "ddp", "separate"} else None
     for name in only:
         fn = {"train": check_train, "ddp": check_ddp, "separate": check_separate}.get(name)
         t1 = time.perf_counter()
