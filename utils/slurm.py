@@ -24,8 +24,9 @@ Environment:
   SEPKIT_SBATCH      the sbatch program (default: sbatch on PATH)
   SEPKIT_SCANCEL     the scancel program (default: scancel on PATH)
 A SIGTERM, SIGINT or SIGHUP of this script stops the `sbatch --wait` clients, scancels every job
-it submitted and says so ('slurm.py: interrupted by SIGTERM; scancel 123 124'). A SIGKILL cannot
-be caught: the submitted jobs then keep running (their names are the log names: scancel -n NAME).
+it submitted that has not ended and says so ('slurm.py: interrupted by SIGTERM; scancel 123 124').
+A SIGKILL cannot be caught: the submitted jobs then keep running (named after their logs:
+scancel -n NAME).
 """
 import importlib.util
 import os
@@ -87,7 +88,7 @@ class SlurmBackend:
         self.options = sbatch_options(req)
         self.cwd = os.getcwd()
         self.lock = threading.Lock()
-        self.submitted = []  # paths of sbatch output files, to find job ids on interrupt
+        self.submitted = set()  # sbatch output files of the jobs not ended, to find job ids on interrupt
         self.children = runpy_.Children()  # the sbatch --wait clients
 
     def run_one(self, jobid, log, command):
@@ -110,7 +111,7 @@ class SlurmBackend:
         with self.lock:
             if self.children.closed:
                 return 130
-            self.submitted.append(out)
+            self.submitted.add(out)
         try:
             with open(out, "w") as f:
                 proc = self.children.start(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -118,6 +119,8 @@ class SlurmBackend:
                     return 130
                 code = runpy_.exit_code(proc.wait())
                 self.children.finished(proc)
+            with self.lock:
+                self.submitted.discard(out)  # ended: nothing to scancel
         except OSError as exc:
             return self._submit_failed(log, command, f"cannot run {self.sbatch}: {exc.strerror or exc}")
         ended = _ended_code(log)
@@ -140,13 +143,15 @@ class SlurmBackend:
         return code
 
     def cancel(self, signum):
-        """Stop the sbatch clients (so that every submission has printed its job id), then scancel."""
-        self.children.stop(signum)
+        """Stop the sbatch clients (so that every submission has printed its job id), then scancel
+        the jobs that had not ended."""
+        self.children.close()
         with self.lock:
-            outs = list(self.submitted)
+            outs = sorted(self.submitted)
+        self.children.stop(signum)
         ids = [job for job in (_job_id(out) for out in outs) if job]
         if not ids:
-            return "no job had been submitted"
+            return "no submitted job was running"
         scancel = os.environ.get("SEPKIT_SCANCEL", "scancel")
         try:
             proc = subprocess.run([scancel] + ids, stdin=subprocess.DEVNULL, capture_output=True, text=True,
