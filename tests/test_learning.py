@@ -1,11 +1,13 @@
 """Training learns: a small Chimera network trained on synthetic songs (sepkit.data.synth) halves its
-training loss and separates held-out songs with a vocals SI-SDRi of at least 3 dB with both heads.
+training loss and separates held-out songs with a vocals SI-SDRi of at least 4.5 dB with both heads.
 
 The other trainer tests check files, resume and DDP arithmetic, which all stay green when the
 trainer stops learning. This one fails when it does: it was checked by mutation of
 sepkit/train/trainer.py, one at a time (the loss's sign flipped; the gradients zeroed between the
 clipping and the optimiser step; the optimiser step skipped; the targets permuted across the batch
-before the loss). Each made it fail.
+before the loss). Each made it fail: the training loss went 2.2x up (sign), stayed (zeroed gradients,
+no step: SI-SDRi about 0 dB), or, with shuffled targets, still fell to 0.25x, but the held-out vocals
+SI-SDRi was 3.0 dB (MI) and -2.3 dB (DC).
 
 Measured on a 2-core AMD EPYC with OMP_NUM_THREADS=2 (idle): ~25 s in all. Over corpus and training
 seeds 1-5 the mean vocals SI-SDRi of the 4 held-out songs was 7.3-7.9 dB (MI) and 6.2-7.2 dB (DC),
@@ -27,7 +29,10 @@ ARGS = ["--hidden", "48", "--layers", "2", "--emb_dim", "10", "--segment_frames"
         "--lr", "0.005", "--epochs", "30", "--max_steps_per_epoch", "20", "--patience", "none",
         "--lr_patience", "100", "--log_interval", "20", "--tensorboard", "false", "--dtype", "float32",
         "--alpha", "0.1", "--seed", "1"]
-MIN_SI_SDRI = 3.0  # dB, mean over the held-out songs
+# dB, mean over the held-out songs. The issue asks for 3 dB; a network trained on targets shuffled across
+# the batch still learns a spectral prior worth ~3 dB with MI (measured: 2.98 dB), so 3 dB would let
+# that broken trainer pass. Trained as here: >= 7.3 dB (MI) and >= 6.2 dB (DC) over seeds 1-5.
+MIN_SI_SDRI = 4.5
 
 
 @pytest.fixture(scope="module", autouse=True)

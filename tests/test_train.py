@@ -211,3 +211,21 @@ def test_prune_leaves_newer_checkpoints_alone(tmp_path):
         (tmp_path / "checkpoints" / f"ckpt-epoch{e}.pt").write_bytes(b"x")
     prune_checkpoints(tmp_path, current_epoch=4, keep_last_n=2)
     assert [e for e, _ in list_checkpoints(tmp_path)] == [6, 5, 4, 3]
+
+
+def test_set_aside_superseded_moves_only_what_the_run_would_replace(tmp_path):
+    from sepkit.train.checkpoint import list_checkpoints, set_aside_superseded
+
+    ck = tmp_path / "checkpoints"
+    ck.mkdir()
+    for e in (1, 2, 3):
+        (ck / f"ckpt-epoch{e}.pt").write_bytes(b"%d" % e)
+    torch.save({"train": {"epoch": 2}}, tmp_path / "model.pt")
+    assert set_aside_superseded(tmp_path, 3) is None  # resuming from the newest: nothing in the way
+    dest = set_aside_superseded(tmp_path, 2)  # model.pt is from epoch 2: it stays
+    assert sorted(p.name for p in dest.iterdir()) == ["ckpt-epoch3.pt"] and (tmp_path / "model.pt").is_file()
+    assert [e for e, _ in list_checkpoints(tmp_path)] == [2, 1]
+    other = set_aside_superseded(tmp_path, 5, foreign=True)  # another run's checkpoint: all of them
+    assert other != dest and sorted(p.name for p in other.iterdir()) == ["ckpt-epoch1.pt", "ckpt-epoch2.pt",
+                                                                         "model.pt"]
+    assert list_checkpoints(tmp_path) == [] and (other / "ckpt-epoch1.pt").read_bytes() == b"1"

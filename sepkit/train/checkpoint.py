@@ -171,9 +171,9 @@ def set_aside_superseded(outdir, epoch, foreign=False):
             dest, n = outdir / f"{CKPT_DIR}.old.{stamp}.{n}", n + 1
     for path in moving:
         os.replace(path, dest / path.name)
-    logger.warning("moved %s aside to %s: %s (not from the epochs this run continues; nothing deleted)",
+    logger.warning("moved %s aside to %s: %s, this run would replace them (nothing deleted)",
                    ", ".join(p.name for p in moving), dest,
-                   "they belong to another run" if foreign else f"saved after epoch {epoch}")
+                   "not of the checkpoint this run starts from" if foreign else f"saved after epoch {epoch}")
     return dest
 
 
