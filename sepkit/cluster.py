@@ -25,20 +25,25 @@ def _sq_dist(x, x_sq, c):
     return torch.addmm(x_sq[:, None] + c_sq[None, :], x, c.t(), alpha=-2.0).clamp_min_(0)
 
 
+def _draw(p, n, gen):
+    """``n`` indices drawn with replacement in proportion to ``p`` (on any device), from the CPU
+    generator ``gen``: the same seed draws the same points on a CPU and on a GPU (CUDA generators
+    give other draws for the same seed, which made DC outputs device-dependent)."""
+    idx = torch.multinomial(p.detach().double().cpu(), n, replacement=True, generator=gen)
+    return idx.to(p.device)
+
+
 def _kmeanspp(x, x_sq, k, gen, weights):
     """Greedy k-means++ seeding (2 + log k local trials per centre)."""
     N = x.shape[0]
     n_trials = 2 + int(math.log(k))
     probs = weights if weights is not None else torch.ones(N, device=x.device, dtype=x.dtype)
-    first = torch.multinomial(probs, 1, generator=gen)
+    first = _draw(probs, 1, gen)
     centers = [x[first[0]]]
     closest = _sq_dist(x, x_sq, x[first]).squeeze(1)
     for _ in range(1, k):
         pot = closest * probs
-        if float(pot.sum()) <= 0:  # all points coincide with chosen centres
-            cand = torch.multinomial(probs, n_trials, replacement=True, generator=gen)
-        else:
-            cand = torch.multinomial(pot, n_trials, replacement=True, generator=gen)
+        cand = _draw(pot if float(pot.sum()) > 0 else probs, n_trials, gen)  # all coincide: any point
         d = torch.minimum(closest[None, :], _sq_dist(x, x_sq, x[cand]).t())  # (trials, N)
         best = int((d * probs).sum(1).argmin())
         closest = d[best]
@@ -72,7 +77,7 @@ def kmeans(x, k, n_init=1, max_iter=300, tol=1e-4, seed=0, weights=None):
         weights = weights.to(x).clamp_min(0)
         if float(weights.sum()) <= 0:
             weights = None
-    gen = torch.Generator(device=x.device)
+    gen = torch.Generator()  # CPU: device-independent draws (see _draw)
     gen.manual_seed(seed)
     x_sq = x.square().sum(1)
     wsum = weights.sum() if weights is not None else None
