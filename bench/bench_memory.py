@@ -114,7 +114,7 @@ def main(argv=None):
         base, _ = run_child("startup", tmp / "small.pt", "mi", "-", "-")
         print(f"start-up (imports + model): {base:.0f} MB. 44.1 kHz stereo noise; model: Chimera 1 x 16 BLSTM, "
               "paper features, D = 4, random weights")
-        print(f"| input | head | streamed peak RSS MB | streamed s | in-memory peak RSS MB | in-memory s | ratio |")
+        print("| input | head | streamed peak RSS MB | streamed s | in-memory peak RSS MB | in-memory s | ratio |")
         print("|---|---|---|---|---|---|---|", flush=True)
         for minutes in args.minutes:
             src = tmp / f"in{minutes:g}.wav"

@@ -20,7 +20,6 @@ the file is cut into blocks; the in-memory path fits k-means on the same bins); 
 < 200 Hz naming rule needs the whole file's labels, known only at the end of pass 2, so each
 cluster's estimate is written under a temporary name and named by the final renaming.
 """
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -32,7 +31,6 @@ import torch
 from sepkit.audio import _format_of
 from sepkit.blockwise import AudioReader, BinSubsample, Resampler, Window, nearest, plan_segments, resampled_length
 
-logger = logging.getLogger(__name__)
 
 __all__ = ["separate_file"]
 
