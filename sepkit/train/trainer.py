@@ -83,6 +83,8 @@ class Trainer:
 
         seed_everything(conf["seed"])  # same initial weights everywhere (DDP also broadcasts rank 0's)
         self.model = build_model(self.model_conf).to(self.device)
+        if env.world_size > 1:  # own dropout masks per rank (same seed everywhere would draw the same ones)
+            seed_everything(epoch_seed(conf["seed"], 0, 1 + env.rank))
         params = [p for p in self.model.parameters() if p.requires_grad]
         kind = torch.optim.RMSprop if conf["optimizer"] == "rmsprop" else torch.optim.Adam
         self.optimizer = kind(params, lr=conf["lr"], weight_decay=conf["weight_decay"])
