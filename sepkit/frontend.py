@@ -17,6 +17,8 @@ from torch import nn
 
 __all__ = ["FeatureConfig", "Frontend", "deltas", "ibm", "wiener_like_mask", "CMVN"]
 
+BINS = ("mel", "linear")  # frequency bins of stored magnitudes and of masks
+INPUTS = ("logmel", "logmag")
 LOG_EPS = 1e-6  # floor of the log-mel features (magnitude units of a [-1, 1] waveform)
 
 
@@ -32,6 +34,9 @@ class FeatureConfig:
     fmin: float = 0.0
     fmax: float = 0.0  # 0 means sample_rate / 2
     use_delta: bool = True
+    bins: str = "mel"  # what a feature dump stores: mel (n_mels) or linear (n_fft // 2 + 1) magnitudes
+    input: str = "logmel"  # network input: logmel, or logmag (log linear magnitude; needs bins: linear)
+    phase_sensitive: bool = False  # the dump also stores |S_c| cos(theta_c - theta_X) per source (PSA)
 
     @classmethod
     def from_dict(cls, d):
@@ -45,8 +50,27 @@ class FeatureConfig:
         return asdict(self)
 
     @property
+    def n_linear(self):
+        return self.n_fft // 2 + 1
+
+    @property
+    def n_bins(self):
+        """Bins per frame of the magnitudes a feature dump stores (``bins``)."""
+        return self.n_linear if self.bins == "linear" else self.n_mels
+
+    @property
     def input_dim(self):
-        return self.n_mels * (2 if self.use_delta else 1)
+        return (self.n_linear if self.input == "logmag" else self.n_mels) * (2 if self.use_delta else 1)
+
+    def check(self):
+        """Error text for settings that cannot work together, or None."""
+        if self.bins not in BINS:
+            return f"bins must be {' or '.join(BINS)}, got {self.bins!r}"
+        if self.input not in INPUTS:
+            return f"input must be {' or '.join(INPUTS)}, got {self.input!r}"
+        if self.input == "logmag" and self.bins != "linear":
+            return "input: logmag needs bins: linear (the dump must hold linear magnitudes)"
+        return None
 
 
 class Frontend(nn.Module):
@@ -106,6 +130,23 @@ class Frontend(nn.Module):
         if self.config.use_delta:
             return torch.cat([logmel, deltas(logmel)], dim=-1)
         return logmel
+
+    def to_bins(self, mag, bins):
+        """Linear magnitude ``(..., T, K)`` -> magnitude on ``bins`` (``mel`` or ``linear``)."""
+        return self.mel(mag) if bins == "mel" else mag
+
+    def input_features(self, mag, bins):
+        """Network input (``config.input``) from magnitudes ``(B, T, n)`` on ``bins`` (mel or linear).
+
+        ``logmel`` from linear magnitudes goes through the mel filters; ``logmag`` is
+        ``log(|X| + eps)`` (+ deltas) and needs linear magnitudes.
+        """
+        if self.config.input == "logmag":
+            if bins != "linear":
+                raise ValueError("input logmag needs linear magnitudes")
+            logmag = torch.log(mag + LOG_EPS)
+            return torch.cat([logmag, deltas(logmag)], dim=-1) if self.config.use_delta else logmag
+        return self.features(self.mel(mag) if bins == "linear" else mag)
 
     def mask_to_linear(self, mask):
         """Mel-domain mask ``(..., T, F)`` -> linear-frequency mask ``(..., T, K)``.

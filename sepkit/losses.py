@@ -19,12 +19,23 @@ equations are written. Normalisations are separate and explicit:
     (divided by TF), so ``alpha`` is the paper's. Silent bins still add no error to ``L_DC``.
 
   Without silence weights (``silence_db=None``) both are the same.
+
+Chimera++ objectives (Wang, Le Roux, Hershey, ICASSP 2018), chosen by name from the registries
+:data:`DC_LOSSES` and :data:`MI_LOSSES` (the training keys ``dc_loss`` and ``mi_loss``):
+
+* ``dcw``: the whitened k-means objective ``L_DC,W = D - tr((V^T V)^-1 V^T Y (Y^T Y)^-1 Y^T V)``
+  (:func:`dcw_loss`). It is already scale-free (in ``[D - C, D]``), so ``chimera_loss`` reports it
+  as is (``dc = L_DC,W``), with no division by TF.
+* ``psa``, ``tpsa`` (L2) and ``tpsa_l1``: phase-sensitive approximation, ``sum_c ||M_c |X| - T_c||``
+  with ``T_c = |S_c| cos(theta_c - theta_X)`` (``psa``) or its truncation to ``[0, |X|]``
+  (``tpsa*``). ``T_c`` comes from a feature dump made with ``phase_sensitive: true``.
 """
 import torch
 
 from sepkit.frontend import wiener_like_mask
 
-__all__ = ["DC_NORMS", "dc_loss", "msa_loss", "mmsa_loss", "silence_weights", "chimera_loss"]
+__all__ = ["DC_NORMS", "DC_LOSSES", "MI_LOSSES", "PHASE_MI_LOSSES", "dc_loss", "dcw_loss", "msa_loss",
+           "mmsa_loss", "psa_loss", "silence_weights", "chimera_loss"]
 
 DC_NORMS = ("active", "all")
 
@@ -54,6 +65,39 @@ def dc_loss(embedding, assignment, weights=None):
     return vv.square().sum((1, 2)) - 2 * vy.square().sum((1, 2)) + yy.square().sum((1, 2))
 
 
+def dcw_loss(embedding, assignment, weights=None, ridge=1e-6):
+    """Whitened k-means DC objective of Chimera++, per utterance, low-rank (no ``N x N`` matrix).
+
+    ``L_DC,W = D - tr((V^T V)^-1 V^T Y (Y^T Y)^-1 Y^T V)`` with ``V' = W^1/2 V`` and ``Y' = W^1/2 Y``
+    in place of V and Y, as in :func:`dc_loss`.
+
+    Guards: a source absent from the utterance (an all-zero column of Y', e.g. an instrumental
+    segment, or a source whose bins are all silent) makes ``Y^T Y`` singular; such sources are
+    dropped, which is exact: their column of ``V^T Y`` is zero, so they add nothing to the trace
+    (done by putting 1 on their diagonal entry of ``Y^T Y`` and 0 elsewhere in their row and
+    column). ``V^T V`` is singular when fewer than D bins are active (e.g. an all-silent segment);
+    ``ridge * I`` is added to it (``ridge=0`` for the exact definition).
+
+    Args: as :func:`dc_loss`; ``ridge``: the added diagonal of ``V^T V``.
+    Returns: ``(B,)``.
+    """
+    V, Y = embedding, assignment.to(embedding.dtype)
+    if weights is not None:
+        sw = weights.to(V.dtype).clamp_min(0).sqrt().unsqueeze(-1)
+        V, Y = V * sw, Y * sw
+    D, C = V.shape[-1], Y.shape[-1]
+    Vt = V.transpose(1, 2)
+    vv = torch.bmm(Vt, V) + ridge * torch.eye(D, dtype=V.dtype, device=V.device)
+    vy = torch.bmm(Vt, Y)  # (B, D, C)
+    yy = torch.bmm(Y.transpose(1, 2), Y)  # (B, C, C)
+    present = Y.abs().sum(1) > 0  # (B, C)
+    keep = (present[:, :, None] & present[:, None, :]).to(V.dtype)
+    yy = yy * keep + torch.diag_embed((~present).to(V.dtype))
+    a = torch.linalg.solve(vv, vy)  # (V^T V)^-1 V^T Y, (B, D, C)
+    b = torch.linalg.solve(yy, vy.transpose(1, 2))  # (Y^T Y)^-1 Y^T V, (B, C, D)
+    return D - (a * b.transpose(1, 2)).sum((1, 2))
+
+
 def msa_loss(mask, mix_mag, src_mag, frame_mask=None):
     """Magnitude spectrum approximation, Eq. (2): ``sum_c ||R_c - M_c * S||^2`` per utterance.
 
@@ -74,6 +118,19 @@ def mmsa_loss(mask, mix_mag, ref_mask, frame_mask=None):
     """
     err = ((ref_mask - mask) * mix_mag.unsqueeze(-1)).square()
     return _sum_valid(err, frame_mask)
+
+
+def psa_loss(mask, mix_mag, psa_target, frame_mask=None, truncate=False, p=2):
+    """Phase-sensitive approximation: ``sum_c ||M_c * |X| - T_c||_p^p`` per utterance.
+
+    ``psa_target`` is ``|S_c| cos(theta_c - theta_X)``, ``(B, T, F, C)``. ``truncate`` (tPSA) clips
+    it to ``[0, |X|]``: ``T_c = min(|X|, max(0, |S_c| cos(theta_c - theta_X)))``. ``p``: 2 (squared
+    error) or 1 (absolute error). Returns ``(B,)``.
+    """
+    mix = mix_mag.unsqueeze(-1)
+    target = torch.minimum(psa_target.clamp_min(0), mix) if truncate else psa_target
+    err = (mask * mix - target).abs()
+    return _sum_valid(err.square() if p == 2 else err, frame_mask)
 
 
 def _sum_valid(err, frame_mask):
@@ -98,7 +155,20 @@ def silence_weights(mix_mag, threshold_db=40.0, frame_mask=None):
     return w
 
 
-def chimera_loss(outputs, mix_mag, src_mag, alpha, mi_loss="msa", silence_db=40.0, lengths=None, dc_norm="active"):
+# Registries: name -> loss. DC: f(V, Y, W). MI: f(mask, mix_mag, src_mag, psa_target, frame_mask).
+DC_LOSSES = {"dc": dc_loss, "dcw": dcw_loss}
+MI_LOSSES = {
+    "msa": lambda m, x, s, t, fm: msa_loss(m, x, s, fm),
+    "mmsa": lambda m, x, s, t, fm: mmsa_loss(m, x, wiener_like_mask(s), fm),
+    "psa": lambda m, x, s, t, fm: psa_loss(m, x, t, fm),
+    "tpsa": lambda m, x, s, t, fm: psa_loss(m, x, t, fm, truncate=True),
+    "tpsa_l1": lambda m, x, s, t, fm: psa_loss(m, x, t, fm, truncate=True, p=1),
+}
+PHASE_MI_LOSSES = ("psa", "tpsa", "tpsa_l1")  # need psa_target (a phase_sensitive dump)
+
+
+def chimera_loss(outputs, mix_mag, src_mag, alpha, mi_loss="msa", silence_db=40.0, lengths=None, dc_norm="active",
+                 dc_kind="dc", psa_target=None):
     """Chimera objective, Eq. (4), per utterance, divided by TF (see the module docstring).
 
     Args:
@@ -107,10 +177,14 @@ def chimera_loss(outputs, mix_mag, src_mag, alpha, mi_loss="msa", silence_db=40.
         mix_mag: S, mixture mel magnitude ``(B, T, F)``.
         src_mag: R, source mel magnitudes ``(B, T, F, C)``; the DC target Y is their IBM.
         alpha: weight of the DC objective in [0, 1]; 1 = pure DC, 0 = pure MI.
-        mi_loss: ``msa`` (Eq. 2) or ``mmsa`` (Eq. 3 with the Wiener-like reference mask).
+        mi_loss: a name of :data:`MI_LOSSES`: ``msa`` (Eq. 2), ``mmsa`` (Eq. 3 with the Wiener-like
+            reference mask), ``psa``, ``tpsa`` or ``tpsa_l1`` (need ``psa_target``).
         silence_db: DC silence weighting threshold (None disables it).
         lengths: ``(B,)`` valid frames per utterance, or None.
         dc_norm: ``active`` or ``all``: the TF of the DC term (see the module docstring).
+        dc_kind: a name of :data:`DC_LOSSES` (``dc``: Eq. 1; ``dcw``: whitened, not divided by TF).
+        psa_target: ``|S_c| cos(theta_c - theta_X)`` ``(B, T, F, C)``, for the losses of
+            :data:`PHASE_MI_LOSSES`.
     Returns:
         dict of ``(B,)`` tensors: ``loss``, ``dc`` (``L_DC / TF^2``) and ``mi`` (``L_MI / TF``);
         a head that alpha leaves out is not evaluated and reported as zeros.
@@ -119,6 +193,11 @@ def chimera_loss(outputs, mix_mag, src_mag, alpha, mi_loss="msa", silence_db=40.
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if dc_norm not in DC_NORMS:
         raise ValueError(f"unknown dc_norm {dc_norm!r} ({' or '.join(DC_NORMS)})")
+    if dc_kind not in DC_LOSSES or mi_loss not in MI_LOSSES:
+        raise ValueError(f"unknown dc_loss {dc_kind!r} or mi_loss {mi_loss!r} (dc_loss: {', '.join(DC_LOSSES)}; "
+                         f"mi_loss: {', '.join(MI_LOSSES)})")
+    if alpha < 1 and mi_loss in PHASE_MI_LOSSES and psa_target is None:
+        raise ValueError(f"mi_loss {mi_loss!r} needs psa_target (a feature dump made with phase_sensitive: true)")
     B, T, F = mix_mag.shape
     frame_mask = None
     if lengths is not None:
@@ -133,17 +212,15 @@ def chimera_loss(outputs, mix_mag, src_mag, alpha, mi_loss="msa", silence_db=40.
         from sepkit.frontend import ibm
 
         w = silence_weights(mix_mag, silence_db, frame_mask)
-        n_dc = w.flatten(1).sum(1).clamp_min(1.0) if dc_norm == "active" else n_bins
-        raw = dc_loss(outputs["embedding"], ibm(src_mag).reshape(B, T * F, -1), w.reshape(B, T * F))
-        dc = raw / n_dc.square()  # alpha * L_DC / TF of Eq. (4), divided by TF once more
+        raw = DC_LOSSES[dc_kind](outputs["embedding"], ibm(src_mag).reshape(B, T * F, -1), w.reshape(B, T * F))
+        if dc_kind == "dc":
+            n_dc = w.flatten(1).sum(1).clamp_min(1.0) if dc_norm == "active" else n_bins
+            dc = raw / n_dc.square()  # alpha * L_DC / TF of Eq. (4), divided by TF once more
+        else:
+            dc = raw  # L_DC,W is scale-free
         total = total + alpha * dc
     if alpha < 1:
-        if mi_loss == "msa":
-            raw = msa_loss(outputs["mask"], mix_mag, src_mag, frame_mask)
-        elif mi_loss == "mmsa":
-            raw = mmsa_loss(outputs["mask"], mix_mag, wiener_like_mask(src_mag), frame_mask)
-        else:
-            raise ValueError(f"unknown mi_loss {mi_loss!r} (msa or mmsa)")
+        raw = MI_LOSSES[mi_loss](outputs["mask"], mix_mag, src_mag, psa_target, frame_mask)
         mi = raw / n_bins
         total = total + (1 - alpha) * mi
     return {"loss": total, "dc": dc, "mi": mi}

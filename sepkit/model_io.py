@@ -129,7 +129,8 @@ def check_model_dict(d, path):
     fc = {**defaults, **d["feat_conf"]}
     for key, default in defaults.items():
         v = fc[key]
-        ok = isinstance(v, bool) if isinstance(default, bool) else _is_int(v) if isinstance(default, int) else (
+        ok = isinstance(v, str) if isinstance(default, str) else \
+            isinstance(v, bool) if isinstance(default, bool) else _is_int(v) if isinstance(default, int) else (
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
         if not ok:
             bad(f"feat_conf.{key}", f"must be {type(default).__name__}, got {v!r}")
@@ -141,7 +142,10 @@ def check_model_dict(d, path):
     fmax = fc["fmax"] or fc["sample_rate"] / 2
     if not 0 <= fc["fmin"] < fmax:  # an empty mel band: every filter is zero
         bad("feat_conf.fmin", f"must be in [0, fmax = {fmax!r}), got {fc['fmin']!r}")
-    input_dim = fc["n_mels"] * (2 if fc["use_delta"] else 1)
+    feat = FeatureConfig.from_dict(fc)
+    if feat.check():
+        bad("feat_conf", feat.check())
+    input_dim = feat.input_dim
 
     mc = d["model_conf"]
     if mc.get("type", "chimera") not in MODELS:
@@ -151,7 +155,11 @@ def check_model_dict(d, path):
             bad(f"model_conf.{key}", f"must be a positive integer, got {mc[key]!r}")
     if mc.get("input_dim") != input_dim:
         bad("model_conf.input_dim", f"is {mc.get('input_dim')!r} but the features (feat_conf) have {input_dim}")
-    if mc.get("n_freq", 150) != fc["n_mels"]:
+    if mc.get("mask_bins", "mel") == "linear":
+        if mc.get("n_freq") != feat.n_linear:
+            bad("model_conf.n_freq", f"is {mc.get('n_freq')!r} but linear-bin masks of n_fft {fc['n_fft']} have "
+                                     f"{feat.n_linear}")
+    elif mc.get("n_freq", 150) != fc["n_mels"]:
         bad("model_conf.n_freq", f"is {mc.get('n_freq', 150)!r} but feat_conf.n_mels is {fc['n_mels']}")
     sources = d["sources"]
     if (not isinstance(sources, (list, tuple)) or len(sources) < 2 or len(set(map(str, sources))) != len(sources)

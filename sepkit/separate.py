@@ -19,7 +19,9 @@ exactly that:
    ``kmeans_points`` bins, see below; silent = more than ``silence_db`` below the file's peak),
    then every bin gets the label of its nearest centre; clusters are named vocals/accompaniment by
    the paper's < 200 Hz occupancy rule (:func:`sepkit.cluster.name_clusters_lowfreq`).
-4. Mel mask -> linear mask -> mixture STFT -> inverse STFT, computed in blocks of frames.
+4. Mel mask -> linear mask -> mixture STFT -> inverse STFT, computed in blocks of frames. Models whose
+   heads output linear-frequency masks (``model_conf.mask_bins: linear``) skip the mel -> linear
+   transfer: their masks (and DC silence, cluster naming) are on the STFT bins.
 
 Memory: :meth:`Separator.separate` (arrays in and out) keeps per-frame arrays (mel, features, masks)
 for the whole file and DC embeddings up to ``dc_memory_mb`` (else the network runs twice);
@@ -137,6 +139,7 @@ class Separator:
         self.sources = list(model_dict["sources"])
         self.n_clusters = int(model_dict["model_conf"].get("n_sources", len(self.sources)))
         self.heads = [h for h in ("mi", "dc") if h in self.model.heads]
+        self.mask_bins = self.model.mask_bins  # mel (paper) or linear: the bins of masks, silence and naming
         train_seg = model_dict.get("train", {}).get("segment_frames")
         if isinstance(train_seg, (list, tuple)):  # a curriculum: the last (final) length
             train_seg = train_seg[-1] if train_seg else None
@@ -151,8 +154,10 @@ class Separator:
         import librosa
 
         c = self.frontend.config
-        # Mel band centre frequencies (Hz), as in Frontend's filterbank: the < 200 Hz naming rule.
-        self.mel_freqs = librosa.mel_frequencies(c.n_mels + 2, fmin=c.fmin, fmax=c.fmax or c.sample_rate / 2)[1:-1]
+        # Centre frequencies (Hz) of the mask bins (mel bands as in Frontend's filterbank, or STFT bins):
+        # the < 200 Hz naming rule.
+        self.mel_freqs = librosa.mel_frequencies(c.n_mels + 2, fmin=c.fmin, fmax=c.fmax or c.sample_rate / 2)[1:-1] \
+            if self.mask_bins == "mel" else np.linspace(0, c.sample_rate / 2, c.n_fft // 2 + 1)
 
     @classmethod
     def from_pretrained(cls, path, device="cpu", dtype=None, **kwargs):
@@ -260,15 +265,20 @@ class Separator:
         return torch.nn.functional.pad(x, (half, half))
 
     def _mel(self, x, block=None):
-        """``(C, N)`` -> mel magnitude ``(C, T, F)``, T = 1 + N // hop, STFT in blocks of frames."""
+        """``(C, N)`` -> magnitude on the mask bins ``(C, T, F)`` (mel, or linear for linear-mask models),
+        T = 1 + N // hop, STFT in blocks of frames."""
         T, block = self.frontend.num_frames(x.shape[-1]), block or self.block_frames
         xpad = self._pad(x)
-        return torch.cat([self.frontend.mel(self._frames(xpad, a, min(a + block, T)).abs())
+        return torch.cat([self._to_bins(self._frames(xpad, a, min(a + block, T)).abs())
                           for a in range(0, T, block)], dim=1)
 
+    def _to_bins(self, mag):
+        """Linear STFT magnitude ``(..., K)`` -> the mask bins' magnitude."""
+        return self.frontend.to_bins(mag, self.mask_bins)
+
     def _features(self, mel):
-        """Mel magnitude ``(T, F)`` -> normalised network input ``(T, Din)``."""
-        return self.cmvn(self.frontend.features(mel[None]))[0]
+        """Magnitude on the mask bins ``(T, F)`` -> normalised network input ``(T, Din)``."""
+        return self.cmvn(self.frontend.input_features(mel[None], self.mask_bins))[0]
 
     def _reconstruct(self, x, masks, block=None):
         """Mixture ``(C, N)`` and mel masks ``(T, F, S)`` -> estimates ``(S, C, N)`` (§3.2, mixture phase).
@@ -299,7 +309,8 @@ class Separator:
         ``(S, C, M)``; the frames outside ``[a, end)`` only complete the overlap-add."""
         C, n, _ = spec.shape
         S, hop = masks.shape[-1], self.frontend.config.hop_length
-        lin = self.frontend.mask_to_linear(masks.permute(2, 0, 1))  # (S, n, K)
+        lin = masks.permute(2, 0, 1) if self.mask_bins == "linear" else self.frontend.mask_to_linear(
+            masks.permute(2, 0, 1))  # (S, n, K)
         y = self.frontend.istft((spec[None] * lin[:, None]).reshape(S * C, n, -1), end - a0 * hop)
         return y[:, (a - a0) * hop:].reshape(S, C, -1)
 

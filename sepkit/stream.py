@@ -86,12 +86,13 @@ class _Pass:
         return torch.nn.functional.pad(self.x.get(lo, hi), (lo - a + self.half, b - self.half - hi))
 
     def ensure_mel(self, t):
-        """Mel magnitudes of the mono downmix up to frame ``t``, in the in-memory path's blocks."""
+        """Magnitudes (mask bins: mel or linear) of the mono downmix up to frame ``t``, in the in-memory
+        path's blocks."""
         while self.mel.end < min(t, self.p.T):
             a = self.mel.end
             b = min(a + self.sep.block_frames, self.p.T)
             mono = self.xpad(a * self.hop, (b - 1) * self.hop + self.n_fft).mean(0, keepdim=True)
-            self.mel.append(self.sep.frontend.mel(self.sep._frames(mono, 0, b - a).abs())[0])
+            self.mel.append(self.sep._to_bins(self.sep._frames(mono, 0, b - a).abs())[0])
             if not self.reconstructs:
                 self.x.drop_before(b * self.hop - self.half)
 

@@ -32,6 +32,12 @@ FEATURE_HELP = {
     "fmin": "lowest mel band edge (Hz)",
     "fmax": "highest mel band edge (Hz); 0 = sample_rate / 2",
     "use_delta": "append first-order deltas to the log-mel input (input dim 2 F)",
+    "bins": "magnitudes the dump stores (mixture, sources, PSA targets): mel (n_mels bands) or linear "
+            "(n_fft / 2 + 1 STFT bins; needed by mask_bins: linear and input: logmag)",
+    "input": "network input: logmel (log-mel, from linear magnitudes through the mel filters) or logmag "
+             "(log STFT magnitude; needs bins: linear)",
+    "phase_sensitive": "also store |S_c| cos(theta_c - theta_X) per source, on the dump's bins: needed by "
+                       "mi_loss psa, tpsa and tpsa_l1 (about 1 + C/(C+1) times the dump size)",
 }
 # The recipes documented: those shipped with sepkit (the table of docs/recipes.md; tests/test_docs.py checks
 # that the two agree), not whichever egs/*/*/run.sh exist, so that a recipe made with utils/new_recipe.sh

@@ -5,7 +5,7 @@ Usage::
     python -m sepkit.bin.compute_cmvn [--overwrite] dump/<feat_tag>/train
 
 The statistics (Kaldi layout, see :class:`sepkit.frontend.CMVN`) are those of
-``Frontend.features(mix mel)`` (log-mel, plus deltas when ``use_delta``) over every frame of
+``Frontend.input_features(mix)`` (log-mel or log-magnitude, plus deltas when ``use_delta``) over every frame of
 every utterance. A ``cmvn.ark`` newer than the dump's ``mix.scp`` is kept unless ``--overwrite``.
 """
 import argparse
@@ -28,7 +28,7 @@ def accumulate_dump(dump):
     stats = None
     for utt in tqdm(dump.utts, desc="compute_cmvn", unit="utt", mininterval=10):
         with torch.no_grad():
-            feats = frontend.features(torch.from_numpy(dump.read(utt, 0))[None])[0]  # (T, D)
+            feats = frontend.input_features(torch.from_numpy(dump.read(utt, 0))[None], dump.feat_conf.bins)[0]
         stats = CMVN.accumulate(stats, feats.double().numpy())
     return stats
 

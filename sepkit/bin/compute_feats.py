@@ -1,4 +1,4 @@
-"""Compute the feature dump of a data dir: mel magnitudes (T, F) of the mixture and of each source.
+"""Compute the feature dump of a data dir: magnitudes (T, F) of the mixture and of each source.
 
 Usage::
 
@@ -9,7 +9,12 @@ Usage::
     ... --merge feats.1,feats.2 DATADIR OUTDIR   # join the parts into the dump
 
 Every signal is made mono (mean of channels), resampled to ``sample_rate`` and analysed with
-:class:`sepkit.frontend.Frontend` (mixture and sources of an utterance in one batch). A job
+:class:`sepkit.frontend.Frontend` (mixture and sources of an utterance in one batch); the magnitudes are mel
+(``bins: mel``, F = n_mels) or linear STFT ones (``bins: linear``, F = n_fft / 2 + 1). With
+``phase_sensitive: true`` each source also gets ``<source>.psa``: ``|S_c| cos(theta_c - theta_X)``
+on the same bins (``Re(S_c conj(X)) / |X|``, 0 where ``X = 0``; through the mel filters for mel
+bins), the target of the PSA objectives. It is asked for, not always written, because it adds C
+matrices per utterance (about doubling the dump) that only the PSA objectives read. A job
 writes ``mix.<name>.ark/scp``, ``<source>.<name>.ark/scp`` and ``utt2num_frames.<name>``, each
 under a temporary name renamed at the end. Merging writes ``<source>.scp``, ``utt2num_frames``,
 ``sources``, ``feat_conf.yaml`` and then ``mix.scp``, whose presence marks a finished dump.
@@ -26,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sepkit.data.dataset import MIX, read_dump_scp
+from sepkit.data.dataset import MIX, PSA, dump_streams, read_dump_scp
 
 logger = logging.getLogger("sepkit.bin.compute_feats")
 
@@ -61,6 +66,10 @@ def load_feat_conf(path):
         fail(f"{path}: unknown feature setting(s) {', '.join(map(str, unknown))} (known: {', '.join(defaults)})")
     for key, value in d.items():
         want = type(defaults[key])
+        if want is str:
+            if not isinstance(value, str):
+                fail(f"{path}: {key} must be a word, got {value!r}")
+            continue
         ok = isinstance(value, bool) if want is bool else (
             isinstance(value, (int, float)) and not isinstance(value, bool) and (want is float or value == int(value)))
         if not ok:
@@ -69,6 +78,8 @@ def load_feat_conf(path):
     conf = FeatureConfig.from_dict(d)
     if conf.sample_rate <= 0 or conf.n_fft <= 0 or conf.hop_length <= 0 or conf.n_mels <= 0:
         fail(f"{path}: sample_rate, n_fft, hop_length and n_mels must be positive")
+    if conf.check():
+        fail(f"{path}: {conf.check()}")
     return conf
 
 
@@ -151,7 +162,7 @@ def compute_part(data, outdir, name, utts, conf, device="cpu"):
     outdir = Path(outdir).resolve()
     outdir.mkdir(parents=True, exist_ok=True)
     frontend = Frontend(conf).to(device)
-    prefixes = [MIX] + data.sources
+    prefixes = dump_streams(data.sources, conf)
     temps, arks, entries, frames = [], [], {p: {} for p in prefixes}, {}
     try:
         for prefix in prefixes:
@@ -161,7 +172,12 @@ def compute_part(data, outdir, name, utts, conf, device="cpu"):
         for utt in tqdm(utts, desc=f"compute_feats {name}", unit="utt", mininterval=10):
             wav = torch.from_numpy(load_utt(data, utt, conf.sample_rate)).to(device)
             with torch.no_grad():
-                mel = frontend.mel(frontend.stft(wav).abs())  # (C+1, T, F)
+                spec = frontend.stft(wav)  # (C+1, T, K)
+                mel = frontend.to_bins(spec.abs(), conf.bins)  # (C+1, T, F)
+                if conf.phase_sensitive:  # |S_c| cos(theta_c - theta_X) = Re(S_c conj(X)) / |X|
+                    x = spec[:1]
+                    psa = (spec[1:] * x.conj()).real / x.abs().clamp_min(1e-30)
+                    mel = torch.cat([mel, frontend.to_bins(psa, conf.bins)])
             mel = mel.float().cpu().numpy()
             frames[utt] = mel.shape[1]
             for prefix, f, m in zip(prefixes, arks, mel):
@@ -187,7 +203,7 @@ def compute_part(data, outdir, name, utts, conf, device="cpu"):
 
 
 def _final_files(sources):
-    return [f"{s}.scp" for s in sources] + ["utt2num_frames", "sources", "feat_conf.yaml", "cmvn.ark"]
+    return [f"{s}.scp" for s in sources] + [f"{s}{PSA}.scp" for s in sources] + ["utt2num_frames", "sources", "feat_conf.yaml", "cmvn.ark"]
 
 
 def dump_state(outdir, conf, sources, utts):
@@ -214,7 +230,7 @@ def dump_state(outdir, conf, sources, utts):
         old_sources = [s for s in (outdir / "sources").read_text().split() if s]
         if old_sources != list(sources):
             return "other", f"{outdir} holds a dump of the sources {old_sources}, the data dir has {list(sources)}"
-        tables = [read_dump_scp(outdir / f"{p}.scp") for p in [MIX] + list(sources)]
+        tables = [read_dump_scp(outdir / f"{p}.scp") for p in dump_streams(sources, conf)]
         tables.append(read_dump_scp_values(outdir / "utt2num_frames"))
     except (OSError, DumpError) as exc:
         return "damaged", f"{outdir} is a damaged dump ({str(exc).splitlines()[0]})"
@@ -324,7 +340,8 @@ def merge_parts(data, outdir, names, conf, utts):
 
     outdir = Path(outdir)
     merged = {}
-    for prefix in [MIX] + data.sources + ["utt2num_frames"]:
+    streams = dump_streams(data.sources, conf)
+    for prefix in streams + ["utt2num_frames"]:
         table = {}
         for name in names:
             try:
@@ -343,7 +360,7 @@ def merge_parts(data, outdir, names, conf, utts):
             fail(f"{outdir}: parts {', '.join(names)} lack {len(missing)} utterance(s) of {prefix} "
                  f"(e.g. {(missing or sorted(set(table) - set(utts)))[0]})")
         merged[prefix] = table
-    for prefix in data.sources:
+    for prefix in streams[1:]:
         write_scp(outdir / f"{prefix}.scp", merged[prefix])
     write_scp(outdir / "utt2num_frames", merged["utt2num_frames"])
     with atomic_path(outdir / "sources") as tmp:

@@ -11,6 +11,8 @@ For every utterance of DATA (``wav.scp`` = mixture, ``<source>.scp`` = reference
 
 * ``ibm``: the oracle **mel ideal binary mask** ``ibm(|S_c| mel)`` (the DC training target);
 * ``wlm``: the oracle **mel Wiener-like mask** ``|S_c|^2 / sum |S_c'|^2`` on mel magnitudes (mMSA target);
+* ``ibm_lin``, ``wlm_lin``: the same masks on the linear STFT bins (``n_fft / 2 + 1``), applied as they
+  are: the ceiling of models whose heads output linear-bin masks (training key ``mask_bins: linear``);
 * ``mix``: the mixture itself as the estimate of every source (SI-SDRi = NSDR = 0 by definition; its
   SDR/SIR/SAR are the "do nothing" baseline).
 
@@ -44,6 +46,7 @@ from sepkit.metrics import bss_eval, si_sdr_improvement
 logger = logging.getLogger("sepkit.bin.oracle")
 
 HEADS = {"ibm": "oracle mel ideal binary mask", "wlm": "oracle mel Wiener-like mask",
+         "ibm_lin": "oracle linear-bin ideal binary mask", "wlm_lin": "oracle linear-bin Wiener-like mask",
          "mix": "mixture as the estimate"}
 METRICS = ("si_sdr", "si_sdri", "sdr", "sir", "sar", "nsdr")
 
@@ -57,7 +60,7 @@ def get_parser():
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--feat-conf", required=True, help="feature settings (YAML of FeatureConfig keys)")
     parser.add_argument("--masks", default="ibm,wlm,mix",
-                        help="comma-separated heads: ibm, wlm, mix (ibm,wlm,mix)")
+                        help="comma-separated heads: ibm, wlm, ibm_lin, wlm_lin, mix (ibm,wlm,mix)")
     parser.add_argument("--nj", type=int, default=1, help="parallel processes (1)")
     parser.add_argument("--bss", type=str2bool, default=True, help="also BSS eval v3 GNSDR/GSIR/GSAR (true)")
     parser.add_argument("--v4", type=str2bool, default=False,
@@ -94,11 +97,14 @@ def oracle_estimates(mix, refs, sr, frontend, heads):
         x = torch.from_numpy(resample(mix.astype(np.float32), sr, fs))  # (C, Nf)
         src = torch.from_numpy(resample(refs.mean(axis=1).astype(np.float32), sr, fs))  # (S, Nf) mono
         spec = frontend.stft(x)  # (C, T, K)
-        src_mel = frontend.mel(frontend.stft(src).abs()).permute(1, 2, 0)  # (S, T, F) -> (T, F, S)
+        src_lin = frontend.stft(src).abs()  # (S, T, K)
+        src_mel = frontend.mel(src_lin).permute(1, 2, 0)  # (S, T, F) -> (T, F, S)
         masks = {"ibm": ibm, "wlm": wiener_like_mask}
         for head in masked:
-            m = masks[head](src_mel)  # (T, F, S)
-            est = torch.stack([frontend.reconstruct(spec, m[..., s].expand(C, -1, -1), x.shape[-1])
+            linear = head.endswith("_lin")
+            m = masks[head.removesuffix("_lin")](src_lin.permute(1, 2, 0) if linear else src_mel)  # (T, F|K, S)
+            est = torch.stack([frontend.istft(spec * m[..., s], x.shape[-1]) if linear else
+                               frontend.reconstruct(spec, m[..., s].expand(C, -1, -1), x.shape[-1])
                                for s in range(S)])  # (S, C, Nf)
             y = resample(est.numpy().reshape(S * C, -1), fs, sr).reshape(S, C, -1)
             y = y[..., :N] if y.shape[-1] >= N else np.pad(y, ((0, 0), (0, 0), (0, N - y.shape[-1])))

@@ -2,7 +2,9 @@
 
 Dump layout ``dump/<feat_tag>/<set>/``::
 
-    mix.scp, <source>.scp     <utt> <ark path>:<byte offset>   mel magnitudes (T, F) float32
+    mix.scp, <source>.scp     <utt> <ark path>:<byte offset>   magnitudes (T, F) float32, F = n_mels
+                              (feat_conf bins: mel) or n_fft // 2 + 1 (bins: linear)
+    <source>.psa.scp          |S_c| cos(theta_c - theta_X) (T, F), only with phase_sensitive: true
     utt2num_frames            <utt> <T>
     sources                   source names, one a line (the order of the source axis)
     feat_conf.yaml            FeatureConfig.to_dict()
@@ -27,13 +29,19 @@ from sepkit.frontend import CMVN, FeatureConfig, Frontend
 logger = logging.getLogger(__name__)
 
 __all__ = ["DumpError", "FeatureDump", "SegmentDataset", "collate", "get_frontend", "read_dump_scp",
-           "DELTA_CONTEXT", "MIX"]
+           "dump_streams", "DELTA_CONTEXT", "MIX", "PSA"]
 
 MIX = "mix"  # name of the mixture's scp/ark in a dump
+PSA = ".psa"  # suffix of the sources' phase-sensitive targets (<source>.psa.scp)
 DELTA_CONTEXT = 2  # frames each side that sepkit.frontend.deltas (width 2) looks at
 
 _HEADER = struct.Struct("<2s3sbibi")  # "\0B", "FM "/"DM ", 4, rows, 4, cols
 _DTYPES = {b"FM ": np.dtype("<f4"), b"DM ": np.dtype("<f8")}
+
+
+def dump_streams(sources, feat_conf):
+    """Names of a dump's matrices (scp/ark prefixes): mixture, sources, then PSA targets if stored."""
+    return [MIX] + list(sources) + ([s + PSA for s in sources] if feat_conf.phase_sensitive else [])
 
 
 class DumpError(Exception):
@@ -90,9 +98,13 @@ class FeatureDump:
             self.feat_conf = FeatureConfig.from_dict(yaml.safe_load(conf_path.read_text()) or {})
         except (OSError, ValueError, TypeError, yaml.YAMLError) as exc:
             raise DumpError(f"{conf_path}: cannot read feature settings ({exc})") from None
+        bad = self.feat_conf.check()
+        if bad:
+            raise DumpError(f"{conf_path}: {bad}")
         frames = read_dump_scp_values(self.path / "utt2num_frames")
-        tables = [read_dump_scp(self.path / f"{name}.scp") for name in [MIX] + self.sources]
-        for name, table in zip(["utt2num_frames"] + self.sources, [frames] + tables[1:]):
+        streams = dump_streams(self.sources, self.feat_conf)
+        tables = [read_dump_scp(self.path / f"{name}.scp") for name in streams]
+        for name, table in zip(["utt2num_frames"] + streams[1:], [frames] + tables[1:]):
             if set(table) != set(tables[0]):
                 odd = sorted(set(table) ^ set(tables[0]), key=sort_key)[0]
                 raise DumpError(f"{self.path / name}{'' if name == 'utt2num_frames' else '.scp'}: "
@@ -155,9 +167,10 @@ class FeatureDump:
             import kaldiio
 
             view = np.asarray(kaldiio.load_mat(f"{ark}:{offset}"))
-        if view.shape[0] != self.num_frames[utt] or view.shape[1] != self.feat_conf.n_mels:
+        if view.shape[0] != self.num_frames[utt] or view.shape[1] != self.feat_conf.n_bins:
             raise DumpError(f"{ark}: utterance {utt} is {view.shape[0]} x {view.shape[1]}, expected "
-                            f"{self.num_frames[utt]} frames (utt2num_frames) x {self.feat_conf.n_mels} mels")
+                            f"{self.num_frames[utt]} frames (utt2num_frames) x {self.feat_conf.n_bins} "
+                            f"{self.feat_conf.bins} bins")
         return view
 
     def read(self, utt, stream=0, start=0, end=None):
@@ -169,6 +182,14 @@ class FeatureDump:
         mix = self.read(utt, 0, start, end)
         src = np.stack([self.matrix(utt, 1 + c)[start:end] for c in range(len(self.sources))], axis=-1)
         return mix, src.astype(np.float32, copy=False)
+
+    def load_psa(self, utt, start=0, end=None):
+        """``|S_c| cos(theta_c - theta_X)`` ``(n, F, C)`` float32 of frames ``[start, end)`` (phase_sensitive dumps)."""
+        if not self.feat_conf.phase_sensitive:
+            raise DumpError(f"{self.path}: no phase-sensitive targets; re-run stage 2 (compute_feats) with "
+                            "phase_sensitive: true in the feature config")
+        C = len(self.sources)
+        return np.stack([self.matrix(utt, 1 + C + c)[start:end] for c in range(C)], axis=-1).astype(np.float32)
 
     def load(self, utt):
         """Whole utterance: ``(mix (T, F), src (T, F, C))`` float32 numpy arrays."""
@@ -215,9 +236,10 @@ class SegmentDataset(torch.utils.data.Dataset):
       than ``min_frames`` (default ``S // 4``) are dropped.
     * valid (``train=False``): consecutive segments ``[0, S), [S, 2S), ...``, the last one shorter.
 
-    Items: ``feats`` (n, Fin) = CMVN(Frontend.features(mix)), computed on the segment plus
+    Items: ``feats`` (n, Fin) = CMVN(Frontend.input_features(mix)), computed on the segment plus
     :data:`DELTA_CONTEXT` frames each side where the utterance has them, so they equal the
-    whole-utterance features at the same frames; ``mix`` (n, F); ``src`` (n, F, C); ``length`` n.
+    whole-utterance features at the same frames; ``mix`` (n, F); ``src`` (n, F, C); ``length`` n;
+    ``psa`` (n, F, C) when the dump is phase-sensitive. F is that of ``mask_bins``.
 
     The epoch and segment length live in a shared-memory tensor, so :meth:`set_epoch` and
     :meth:`set_segment_frames` in the main process also reach persistent DataLoader workers.
@@ -230,9 +252,11 @@ class SegmentDataset(torch.utils.data.Dataset):
         train: random (train) or consecutive (validation) segments.
         seed: seed of the random offsets (combined with the epoch).
         min_frames: train mode drops utterances shorter than this (default ``S // 4``).
+        mask_bins: bins of the targets ``mix``/``src``/``psa``: ``mel`` or ``linear``; None = the
+            dump's. A linear dump gives mel targets through the mel filters (as a mel dump has them).
     """
 
-    def __init__(self, dump, segment_frames=None, cmvn=None, train=True, seed=0, min_frames=None):
+    def __init__(self, dump, segment_frames=None, cmvn=None, train=True, seed=0, min_frames=None, mask_bins=None):
         self.dump = dump if isinstance(dump, FeatureDump) else FeatureDump(dump)
         if isinstance(cmvn, (str, Path)):
             cmvn = CMVN.load(cmvn)
@@ -242,6 +266,11 @@ class SegmentDataset(torch.utils.data.Dataset):
             raise ValueError(f"{self.dump.path}: CMVN has {cmvn.mean.numel()} dimensions, the network input "
                              f"of feat_conf.yaml has {self.dump.feat_conf.input_dim}")
         self.cmvn = cmvn
+        self.dump_bins = self.dump.feat_conf.bins
+        self.mask_bins = mask_bins or self.dump_bins
+        if self.mask_bins == "linear" and self.dump_bins != "linear":
+            raise ValueError(f"{self.dump.path}: linear-bin masks need a dump of linear magnitudes; re-run "
+                             "stage 2 (compute_feats) with bins: linear in the feature config")
         self.train, self.seed, self.min_frames = bool(train), int(seed), min_frames
         self.frontend = get_frontend(self.dump.feat_conf)  # built before workers fork
         self.context = DELTA_CONTEXT if self.dump.feat_conf.use_delta else 0
@@ -318,21 +347,30 @@ class SegmentDataset(torch.utils.data.Dataset):
         mix_ctx = self.dump.read(utt, 0, a, b)  # (b - a, F) with delta context
         _, src = self.dump.load_segment(utt, start, start + n)
         mix_ctx = torch.from_numpy(mix_ctx)
+        item = {"mix": mix_ctx[start - a:start - a + n], "src": torch.from_numpy(src), "length": n}
+        if self.dump.feat_conf.phase_sensitive:
+            item["psa"] = torch.from_numpy(self.dump.load_psa(utt, start, start + n))
         with torch.no_grad():
-            feats = self.frontend.features(mix_ctx[None])[0, start - a:start - a + n]
+            feats = self.frontend.input_features(mix_ctx[None], self.dump_bins)[0, start - a:start - a + n]
             if self.cmvn is not None:
                 feats = self.cmvn(feats)
-        return {"feats": feats.contiguous(), "mix": mix_ctx[start - a:start - a + n],
-                "src": torch.from_numpy(src), "length": n}
+            if self.mask_bins != self.dump_bins:  # linear dump, mel targets
+                for key in ("mix", "src", "psa"):
+                    if key in item:
+                        x = item[key]  # (n, K) or (n, K, C)
+                        item[key] = self.frontend.mel(x) if x.dim() == 2 else \
+                            self.frontend.mel(x.transpose(-1, -2)).transpose(-1, -2).contiguous()
+        item["feats"] = feats.contiguous()
+        return item
 
 
 def collate(items):
-    """Pad items to the longest: ``feats`` (B, T, Fin), ``mix`` (B, T, F), ``src`` (B, T, F, C)
-    (zeros after each item's length) and ``lengths`` (B,) long."""
+    """Pad items to the longest: ``feats`` (B, T, Fin), ``mix`` (B, T, F), ``src`` (B, T, F, C), ``psa``
+    (B, T, F, C) when the items have it (zeros after each item's length) and ``lengths`` (B,) long."""
     lengths = torch.tensor([int(it["length"]) for it in items], dtype=torch.long)
     T = int(lengths.max())
     out = {}
-    for key in ("feats", "mix", "src"):
+    for key in [k for k in ("feats", "mix", "src", "psa") if k in items[0]]:
         first = items[0][key]
         buf = first.new_zeros((len(items), T) + tuple(first.shape[1:]))
         for b, it in enumerate(items):

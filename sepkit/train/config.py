@@ -91,10 +91,18 @@ _KEYS = [
      "sequence-wise batch norm of each BLSTM's input-to-hidden transform (MIREX system); "
      "statistics are per process under DDP"),
     ("model", "mask_activation", str, "softmax", "MI head non-linearity: softmax (paper) or sigmoid"),
+    ("model", "mask_bins", str, "mel",
+     "bins the heads output masks / embeddings for: mel (paper: one per mel band) or linear (one per STFT "
+     "bin, n_fft / 2 + 1, as Chimera++; needs a dump made with bins: linear; the input stays feat_conf's)"),
     ("objective", "alpha", _unit_float, 0.1,
      "Chimera weight of the DC objective, Eq. (4): 1 = DC only, 0 = MI only (only the heads the "
      "objective uses are built)"),
-    ("objective", "mi_loss", str, "msa", "MI objective: msa (Eq. 2) or mmsa (Eq. 3)"),
+    ("objective", "mi_loss", str, "msa",
+     "MI objective: msa (Eq. 2), mmsa (Eq. 3), or Chimera++'s phase-sensitive psa, truncated tpsa (L2) "
+     "or tpsa_l1 (L1); the last three need a feature dump made with phase_sensitive: true"),
+    ("objective", "dc_loss", str, "dc",
+     "DC objective: dc (Eq. 1) or dcw (Chimera++ whitened k-means, D - tr((V'V)^-1 V'Y (Y'Y)^-1 Y'V), "
+     "scale-free: not divided by TF, dc_norm does not apply)"),
     ("objective", "silence_db", optional(float), 40.0,
      "DC loss ignores bins this many dB below the segment's peak; none = weigh all bins"),
     ("objective", "dc_norm", str, "active",
@@ -151,7 +159,9 @@ _KEYS = [
      "auto = continue from the newest valid checkpoint in <outdir>/checkpoints (if any); "
      "none = start fresh (refused if checkpoints exist); or a checkpoint file"),
 ]
-CHOICES = {"mask_activation": ("softmax", "sigmoid"), "mi_loss": ("msa", "mmsa"), "dc_norm": ("active", "all"),
+# mi_loss and dc_loss: the names of sepkit.losses.MI_LOSSES and DC_LOSSES (kept free of torch here)
+CHOICES = {"mask_activation": ("softmax", "sigmoid"), "mask_bins": ("mel", "linear"), "mi_loss": ("msa", "mmsa", "psa", "tpsa", "tpsa_l1"),
+           "dc_loss": ("dc", "dcw"), "dc_norm": ("active", "all"),
            "optimizer": ("rmsprop", "adam"),
            "dtype": ("float32", "bfloat16"), "device": ("auto", "cpu", "cuda")}
 GROUPS = {}

@@ -113,20 +113,22 @@ class ValidationExample:
         self.wav = self.spec = None
         if valid_data is not None:
             self.wav = self._load_wav(valid_data, frames, conf)
-        if self.wav is not None:
-            with torch.no_grad():
-                ana = self.frontend.analyze(self.wav[None])
-            self.spec, self.mel = ana["spec"], ana["mel"][0]
-        else:
-            n = min(frames, dump.num_frames[self.utt])
-            self.mel = torch.from_numpy(dump.read(self.utt, 0, 0, n))
+        self.bins = bins = dataset.mask_bins  # self.mel: the mixture magnitude on the mask bins (mel or linear)
         with torch.no_grad():
-            feats = self.frontend.features(self.mel[None])[0]
+            if self.wav is not None:
+                self.spec = self.frontend.stft(self.wav[None])
+                raw, raw_bins = self.spec.abs()[0], "linear"
+            else:
+                n = min(frames, dump.num_frames[self.utt])
+                raw, raw_bins = torch.from_numpy(dump.read(self.utt, 0, 0, n)), dataset.dump_bins
+            self.mel = raw if bins == raw_bins else self.frontend.mel(raw)
+            feats = self.frontend.input_features(raw[None], raw_bins)[0]
             self.feats = self.cmvn(feats) if self.cmvn is not None else feats
         fmax = conf.fmax or conf.sample_rate / 2
         import librosa
 
-        self.mel_freqs = librosa.mel_frequencies(conf.n_mels + 2, fmin=conf.fmin, fmax=fmax)[1:-1]
+        self.mel_freqs = librosa.mel_frequencies(conf.n_mels + 2, fmin=conf.fmin, fmax=fmax)[1:-1] \
+            if bins == "mel" else np.linspace(0, conf.sample_rate / 2, conf.n_fft // 2 + 1)
 
     def _load_wav(self, valid_data, frames, conf):
         from sepkit.audio import AudioError
@@ -180,7 +182,8 @@ class ValidationExample:
             audio["mixture"] = self.wav
             for head, m in masks.items():
                 for c, name in enumerate(self.sources):
-                    wav = self.frontend.reconstruct(self.spec, m[None, ..., c], self.wav.shape[0])
+                    wav = self.frontend.istft(self.spec * m[None, ..., c], self.wav.shape[0]) if self.bins == "linear" \
+                        else self.frontend.reconstruct(self.spec, m[None, ..., c], self.wav.shape[0])
                     audio[f"{head}_{name}"] = wav[0]
         return stack_panels(panels), audio
 

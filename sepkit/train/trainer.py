@@ -37,10 +37,26 @@ __all__ = ["Trainer", "build_model_conf"]
 def build_model_conf(conf, feat_conf, n_sources):
     """``build_model`` kwargs from the configuration and the dump (input_dim, F and C come from the dump)."""
     heads = ["dc"] if conf["alpha"] == 1.0 else ["mi"] if conf["alpha"] == 0.0 else ["dc", "mi"]
-    return {"type": "chimera", "input_dim": feat_conf.input_dim, "n_freq": feat_conf.n_mels,
-            "hidden": conf["hidden"], "layers": conf["layers"], "emb_dim": conf["emb_dim"], "n_sources": n_sources,
-            "dropout": conf["dropout"], "batch_norm": conf["batch_norm"], "heads": heads,
-            "mask_activation": conf["mask_activation"]}
+    linear = conf["mask_bins"] == "linear"  # heads per STFT bin; mel-mask models keep their old model_conf
+    return {"type": "chimera", "input_dim": feat_conf.input_dim, "n_freq": feat_conf.n_linear if linear else
+            feat_conf.n_mels, "hidden": conf["hidden"], "layers": conf["layers"], "emb_dim": conf["emb_dim"],
+            "n_sources": n_sources, "dropout": conf["dropout"], "batch_norm": conf["batch_norm"], "heads": heads,
+            "mask_activation": conf["mask_activation"], **({"mask_bins": "linear"} if linear else {})}
+
+
+def _check_dump(conf, dump):
+    """Refuse, in one line, objectives or masks that the dump cannot feed (an older or mel dump)."""
+    from sepkit.losses import PHASE_MI_LOSSES
+
+    if conf["alpha"] < 1 and conf["mi_loss"] in PHASE_MI_LOSSES and not dump.feat_conf.phase_sensitive:
+        raise SystemExit(f"{dump.path}: mi_loss {conf['mi_loss']} needs the sources' phase, which this dump lacks; "
+                         "re-run stage 2 (compute_feats) with phase_sensitive: true in the feature config")
+    if conf["mask_bins"] == "linear" and dump.feat_conf.bins != "linear":
+        raise SystemExit(f"{dump.path}: mask_bins linear needs a dump of linear magnitudes; re-run stage 2 "
+                         "(compute_feats) with bins: linear in the feature config")
+    if conf["mask_bins"] == "mel" and dump.feat_conf.input == "logmag":
+        raise SystemExit(f"{dump.path}: input logmag is for mask_bins linear (the network input would need "
+                         "linear magnitudes at separation time)")
 
 
 class Trainer:
@@ -68,8 +84,10 @@ class Trainer:
         self.feat_conf, self.sources = train_dump.feat_conf, list(train_dump.sources)
         self.stages = parse_curriculum(conf["curriculum"]) or [(conf["segment_frames"], None)]
         valid_frames = conf["valid_segment_frames"] or self.stages[-1][0]
-        self.train_set = SegmentDataset(train_dump, self.stages[0][0], self.cmvn, train=True, seed=conf["seed"])
-        self.valid_set = SegmentDataset(valid_dump, valid_frames, self.cmvn, train=False, seed=conf["seed"])
+        _check_dump(conf, train_dump)
+        kw = dict(seed=conf["seed"], mask_bins=conf["mask_bins"])
+        self.train_set = SegmentDataset(train_dump, self.stages[0][0], self.cmvn, train=True, **kw)
+        self.valid_set = SegmentDataset(valid_dump, valid_frames, self.cmvn, train=False, **kw)
         if len(self.valid_set) == 0:
             raise SystemExit(f"{valid_dump.path}: no validation segments")
         if conf["batch_size"] % env.world_size:
@@ -197,7 +215,7 @@ class Trainer:
             out = net(batch["feats"], batch["valid_lengths"])
         out = {k: v.float() for k, v in out.items()}
         losses = chimera_loss(out, batch["mix"], batch["src"], conf["alpha"], conf["mi_loss"], conf["silence_db"],
-                              batch["valid_lengths"], conf["dc_norm"])
+                              batch["valid_lengths"], conf["dc_norm"], conf["dc_loss"], batch.get("psa"))
         loss = losses["loss"].mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -282,7 +300,8 @@ class Trainer:
                 out = self.model(batch["feats"], batch["valid_lengths"])
             out = {k: v.float() for k, v in out.items()}
             losses = chimera_loss(out, batch["mix"], batch["src"], conf["alpha"], conf["mi_loss"],
-                                  conf["silence_db"], batch["valid_lengths"], conf["dc_norm"])
+                                  conf["silence_db"], batch["valid_lengths"], conf["dc_norm"], conf["dc_loss"],
+                                  batch.get("psa"))
             acc += torch.stack([losses[k].double().sum().cpu() for k in ("loss", "dc", "mi")] +
                                [torch.tensor(len(batch["lengths"]), dtype=torch.float64)])
         acc = all_reduce_sum(acc, env)
@@ -396,7 +415,7 @@ class Trainer:
 
         st = self.state
         train = {"alpha": self.conf["alpha"], "mi_loss": self.conf["mi_loss"], "silence_db": self.conf["silence_db"],
-                 "dc_norm": self.conf["dc_norm"],
+                 "dc_norm": self.conf["dc_norm"], "dc_loss": self.conf["dc_loss"],
                  "segment_frames": self.stages[-1][0], "curriculum": self.conf["curriculum"],
                  "valid_segment_frames": self.valid_set.segment_frames, "epoch": st["epoch"], "step": st["step"],
                  "valid_loss": st["best_loss"] if st["best_epoch"] == st["epoch"] else None}
