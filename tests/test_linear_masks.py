@@ -148,3 +148,23 @@ def test_oracle_linear_bin_rows():
         np.testing.assert_allclose(est[head].sum(0), mix, atol=1e-4)  # masks sum to one on every bin
     err = {h: np.square(est[h] - refs).sum() for h in est}
     assert err["ibm_lin"] < err["ibm"]  # the linear-bin ceiling is above the mel one on noise
+
+
+def test_logmag_input_and_bad_feature_settings(tmp_path):
+    from sepkit.frontend import LOG_EPS, deltas
+
+    fc = FeatureConfig(sample_rate=8000, n_fft=128, hop_length=64, n_mels=20, bins="linear", input="logmag")
+    assert fc.input_dim == 130 and fc.check() is None
+    fe = Frontend(fc)
+    mag = torch.rand(1, 7, 65)
+    ref = torch.log(mag + LOG_EPS)
+    torch.testing.assert_close(fe.input_features(mag, "linear"), torch.cat([ref, deltas(ref)], -1))
+    with pytest.raises(ValueError, match="logmag needs linear"):
+        fe.input_features(mag[..., :20], "mel")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"input": "logmag"}))
+    with pytest.raises(SystemExit, match="bad.yaml: input: logmag needs bins: linear"):
+        compute_feats.load_feat_conf(bad)
+    bad.write_text(yaml.safe_dump({"bins": 3}))
+    with pytest.raises(SystemExit, match="bins must be a word"):
+        compute_feats.load_feat_conf(bad)
