@@ -1,7 +1,8 @@
 """Dot-and-whisker PNG of per-system means and intervals, drawn with Pillow (no plotting library needed).
 
-Pillow comes with tensorboard (a dependency), so the plot costs no extra install; matplotlib would
-add ~40 MB to the environment for one chart.
+Pillow comes with tensorboard (a dependency), so the plot costs no extra install; matplotlib is not in
+the environment and would bring itself and several packages (fonttools, kiwisolver, contourpy, ...) for
+one chart.
 """
 import logging
 import math
