@@ -180,3 +180,32 @@ def test_score_each_channel_needs_the_channels_everywhere(tmp_path, capsys):
     assert "utterance song0: estimate 0 has 1 channel(s), the mixture 2" in err and len(err.splitlines()) == 1
     assert not (out / "result.json").exists()
     assert score.main([str(data.path), str(sepdir), str(out), "--bss", "false"]) == 0  # mono: fine
+
+
+def test_score_sh_passes_channels_through(tmp_path):
+    """utils/score.sh --channels each reaches the scorer, and switching it re-scores instead of skipping."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    data, sepdir, _ = _stereo_set(tmp_path)
+    exp = tmp_path / "exp"
+    sep = exp / "separate_data_mi"  # where utils/separate.sh puts the separation of data dir "data"
+    sep.mkdir(parents=True)
+    for name in ("vocals.scp", "accompaniment.scp"):  # absolute paths to the estimates
+        (sep / name).write_text((sepdir / name).read_text())
+    (sep / ".done").write_text("done\n")
+
+    def run(*opts):
+        res = subprocess.run(["bash", str(repo / "utils" / "score.sh"), "--nj", "1", "--bss", "false", "--head", "mi",
+                              *opts, str(data.path), str(exp)], cwd=repo, capture_output=True, text=True,
+                             env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+        assert res.returncode == 0, res.stderr
+        return json.loads((exp / "score_data_mi" / "result.json").read_text()), res.stdout + res.stderr
+
+    r, _ = run("--channels", "each")
+    assert r["channels"] == "each"
+    r, out = run()  # mono now: not "already scored"
+    assert "channels" not in r and "already scored" not in out

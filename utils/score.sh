@@ -12,13 +12,14 @@ cmd=utils/run.py  # job runner: utils/run.py (local) or utils/slurm.py, with opt
 head=both         # mi, dc, or both (every head separated in <exp-dir>)
 bss=true          # also BSS eval v3 (GNSDR/GSIR/GSAR); false = SI-SDR only, much faster
 sample_rate=0     # score at this rate (Hz); 0 = the references' own rate
+channels=mono     # mono: mean-of-channels downmixes (paper, MIREX); each: every channel on its own, averaged
 overwrite=false   # redo scores that are done
 . "$(dirname "$0")/parse_options.sh"
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 if [ $# -ne 2 ]; then
-  echo "Usage: $0 [--nj N] [--cmd CMD] [--head mi|dc|both] [--bss true] [--overwrite false] <data-dir> <exp-dir>" >&2
+  echo "Usage: $0 [--nj N] [--cmd CMD] [--head mi|dc|both] [--bss true] [--channels mono|each] [--overwrite false] <data-dir> <exp-dir>" >&2
   exit 1
 fi
 data=$1 expdir=$2
@@ -44,6 +45,7 @@ for h in $heads; do
     exit 1
   fi
   sig="bss=$bss sample_rate=$sample_rate data=$(cd "$data" && pwd)"
+  [ "$channels" = mono ] || sig="$sig channels=$channels"  # mono scores of earlier versions stay done
   if ! $overwrite && [ -f "$dir/result.json" ] && stamp_ok "$dir/.done" "$sig" "$sepdir/.done" "$data/wav.scp"; then
     log "$dir: already scored, skipping (--overwrite true to redo)"
     scored=$((scored + 1))
@@ -53,7 +55,7 @@ for h in $heads; do
   mkdir -p "$dir/log"
   log "scoring $sepdir against $data with $nj process(es) -> $dir"
   $cmd --num-threads "$nj" "$dir/log/score.log" \
-    "$python" -m sepkit.bin.score --nj "$nj" --bss "$bss" --sample-rate "$sample_rate" --overwrite \
+    "$python" -m sepkit.bin.score --nj "$nj" --bss "$bss" --sample-rate "$sample_rate" --channels "$channels" --overwrite \
       "$data" "$sepdir" "$dir" \
     || { echo "$0: scoring failed, see $dir/log/score.log" >&2; exit 1; }
   stamp_write "$dir/.done" "$sig"
