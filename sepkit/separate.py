@@ -36,6 +36,7 @@ k-means and reconstruction are float32.
 """
 import logging
 import math
+import os
 
 import numpy as np
 import torch
@@ -89,6 +90,11 @@ def resolve_dtype(dtype, device):
 
 
 def _cpu_bf16_native():
+    """oneDNN's word on native bf16 (AMX / avx512_bf16); ``SEPKIT_CPU_BF16=0`` says no (float32 by default,
+    and how the test suite runs as on a CPU without bf16), ``=1`` yes wherever a bf16 LSTM runs."""
+    forced = os.environ.get("SEPKIT_CPU_BF16", "")
+    if forced in ("0", "1"):
+        return forced == "1" and _bf16_lstm_runs(torch.device("cpu"))
     try:
         native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

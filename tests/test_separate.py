@@ -292,6 +292,23 @@ def test_auto_dtype_is_float32_where_the_cpu_has_no_native_bf16(monkeypatch):
         np.testing.assert_array_equal(est[name], ref[name])
 
 
+def test_sepkit_cpu_bf16_overrides_the_probe(monkeypatch):
+    """SEPKIT_CPU_BF16=0 makes auto float32 whatever oneDNN says (how the suite runs as on a CPU without
+    bf16); =1 makes it bf16 wherever a bf16 LSTM runs; unset or other values leave oneDNN's answer."""
+    import sepkit.separate as sepmod
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(sepmod, "_bf16_lstm_runs", lambda device: True)
+    monkeypatch.setenv("SEPKIT_CPU_BF16", "0")
+    assert resolve_dtype(None, "cpu") is None
+    monkeypatch.setenv("SEPKIT_CPU_BF16", "")
+    assert resolve_dtype(None, "cpu") is torch.bfloat16
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False, raising=False)
+    assert resolve_dtype(None, "cpu") is None
+    monkeypatch.setenv("SEPKIT_CPU_BF16", "1")
+    assert resolve_dtype(None, "cpu") is torch.bfloat16
+
+
 def test_real_clip_keeps_format(sep, shared_data):
     import soundfile as sf
 
