@@ -160,6 +160,14 @@ def umask_mkdtemp(prefix, suffix, dir):
     return Path(tmp)
 
 
+def umask_mkstemp(prefix, suffix, dir):
+    """``tempfile.mkstemp`` (closed) whose file follows the umask as ``open()`` would (mkstemp makes 0600)."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=dir)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~current_umask())
+    return tmp
+
+
 class atomic_path:
     """Context manager yielding a temporary path beside ``path``; renamed onto it on success only.
 
@@ -171,11 +179,8 @@ class atomic_path:
         self.path = Path(path)
 
     def __enter__(self):
-        fd, tmp = tempfile.mkstemp(prefix="." + self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files; follow the umask like open() would
-        self.tmp = tmp
-        return tmp
+        self.tmp = umask_mkstemp(prefix="." + self.path.name + ".", suffix=".tmp", dir=self.path.parent)
+        return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:

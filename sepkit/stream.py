@@ -21,14 +21,13 @@ the file is cut into blocks; the in-memory path fits k-means on the same bins); 
 cluster's estimate is written under a temporary name and named by the final renaming.
 """
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 
-from sepkit.audio import _format_of
+from sepkit.audio import _format_of, umask_mkstemp
 from sepkit.blockwise import AudioReader, BinSubsample, Resampler, Window, nearest, plan_segments, resampled_length
 
 
@@ -184,13 +183,9 @@ class _Outputs:
         self.plan, self.n_est, self.targets, self.files, self.writers = plan, n_est, targets, [], []
         self.resampler = Resampler(n_est * plan.channels, sep.sample_rate, plan.sr, plan.n)
         self.raw = sf.SoundFile(plan.reader.path) if need_input else None
-        umask = os.umask(0)
-        os.umask(umask)
         try:
             for path in paths:
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-                os.close(fd)
-                os.chmod(tmp, 0o666 & ~umask)  # follow the umask, as open() would
+                tmp = umask_mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
                 self.files.append(tmp)
                 self.writers.append(_soundfile_call(sf.SoundFile, tmp, "w", plan.sr, plan.channels, subtype=subtype,
                                                     format=fmt))

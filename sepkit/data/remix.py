@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sepkit.audio import AudioError, resample, to_mono, write_audio
+from sepkit.audio import AudioError, resample, to_mono, umask_mkdtemp, write_audio
 from sepkit.data.datadir import DataDir, DataDirError, load_audio
 
 logger = logging.getLogger(__name__)
@@ -180,10 +180,7 @@ def _write_set(outdir, name, items, sample_rate, total, overwrite):
     outdir = Path(outdir).resolve()
     outdir.mkdir(parents=True, exist_ok=True)
     final = outdir / name
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=outdir))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the published set should follow the umask
+    staging = umask_mkdtemp(prefix=f".{name}.", suffix=".partial", dir=outdir)  # published: follows the umask
     try:
         specs = {"mix": {}, "vocals": {}, "accompaniment": {}}
         utt2dur, rows = {}, []
