@@ -123,6 +123,11 @@ _KEYS = [
     ("optimisation", "patience", optional(_positive_int), 10,
      "early stopping: end the curriculum stage (the last one: training) after this many epochs "
      "without a better validation loss; none = never"),
+    ("optimisation", "lr_schedule", str, "plateau",
+     "plateau: multiply lr by lr_factor after lr_patience epochs without a better validation loss (paper "
+     "configs); cosine: per step, warmup_steps of linear warm-up, then a half cosine from lr down to min_lr "
+     "at the last step of epochs x steps_per_epoch (needs steps_per_epoch)"),
+    ("optimisation", "warmup_steps", _nonneg_int, 0, "linear warm-up steps of lr_schedule cosine"),
     ("optimisation", "lr_patience", _nonneg_int, 3,
      "reduce the learning rate after this many epochs without a better validation loss"),
     ("optimisation", "lr_factor", float, 0.5, "learning-rate reduction factor"),
@@ -162,7 +167,7 @@ _KEYS = [
 # mi_loss and dc_loss: the names of sepkit.losses.MI_LOSSES and DC_LOSSES (kept free of torch here)
 CHOICES = {"mask_activation": ("softmax", "sigmoid"), "mask_bins": ("mel", "linear"), "mi_loss": ("msa", "mmsa", "psa", "tpsa", "tpsa_l1"),
            "dc_loss": ("dc", "dcw"), "dc_norm": ("active", "all"),
-           "optimizer": ("rmsprop", "adam"),
+           "optimizer": ("rmsprop", "adam"), "lr_schedule": ("plateau", "cosine"),
            "dtype": ("float32", "bfloat16"), "device": ("auto", "cpu", "cuda")}
 GROUPS = {}
 for _g, _k, *_ in _KEYS:
@@ -276,6 +281,15 @@ def check_config(conf):
     A curriculum whose stages all have epoch counts is simply cut at ``epochs``; one whose last
     stage runs "until epochs" must leave it at least one epoch.
     """
+    if conf.get("lr_schedule") == "cosine":
+        if conf.get("steps_per_epoch") is None:
+            raise ConfigError("lr_schedule cosine needs steps_per_epoch (its decay ends at the last step of "
+                              "epochs x steps_per_epoch)")
+        if conf.get("warmup_steps", 0) >= conf["epochs"] * conf["steps_per_epoch"]:
+            raise ConfigError(f"warmup_steps {conf['warmup_steps']} leaves no step of the budget "
+                              f"epochs x steps_per_epoch = {conf['epochs'] * conf['steps_per_epoch']} to decay over")
+    elif conf.get("warmup_steps", 0):
+        raise ConfigError("warmup_steps needs lr_schedule cosine (plateau has no warm-up)")
     stages = parse_curriculum(conf["curriculum"])
     if stages is not None and stages[-1][1] is None:
         if sum(e for _, e in stages[:-1]) >= conf["epochs"]:

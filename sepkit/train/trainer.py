@@ -24,6 +24,7 @@ import torch
 from sepkit.train import checkpoint as ck
 from sepkit.train.config import config_dict, dump_config
 from sepkit.train.curriculum import advance_schedule, budget_note, parse_curriculum
+from sepkit.train.schedule import build_scheduler
 from sepkit.train.distributed import (GlobalBatchSampler, all_gather_object, all_reduce_sum, broadcast_object,
                                       check_params_in_sync, epoch_seed, get_rng_state, seed_everything,
                                       set_rng_state, shard_batches)
@@ -106,8 +107,7 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         kind = torch.optim.RMSprop if conf["optimizer"] == "rmsprop" else torch.optim.Adam
         self.optimizer = kind(params, lr=conf["lr"], weight_decay=conf["weight_decay"])
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=conf["lr_factor"], patience=conf["lr_patience"], min_lr=conf["min_lr"])
+        self.scheduler, self.per_step_lr = build_scheduler(self.optimizer, conf)
         self.state = {"epoch": 0, "step": 0, "stage": 0, "stage_epoch": 0, "best_loss": math.inf, "best_epoch": 0,
                       "bad_epochs": 0, "finished": None, "history": []}
         self.resumed_from = self._resume()
@@ -159,6 +159,13 @@ class Trainer:
             ck.set_aside_superseded(self.outdir, c["epoch"], foreign=not own)
         self.model.load_state_dict(d["model_state"])
         self.optimizer.load_state_dict(c["optimizer"])
+        keys = ("lr_schedule", "warmup_steps", "epochs", "steps_per_epoch", "lr", "min_lr")
+        old = {k: c["config"].get(k, {"lr_schedule": "plateau", "warmup_steps": 0}.get(k)) for k in keys}
+        if old["lr_schedule"] == "cosine" or self.per_step_lr:  # the decay is fixed by these when it starts
+            diff = [k for k in keys if old[k] != conf[k]]
+            if diff:
+                raise SystemExit(f"{path}: learning-rate schedule settings {diff} differ from this configuration "
+                                 "(a cosine decay cannot change its length mid-way); use another --outdir")
         self.scheduler.load_state_dict(c["scheduler"])
         if [list(s) for s in c["curriculum"]["stages"]] != [list(s) for s in self.stages]:
             logger.warning("curriculum changed from %s to %s; continuing in stage %d",
@@ -222,6 +229,8 @@ class Trainer:
         clip = conf["grad_clip"] if conf["grad_clip"] is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         self.optimizer.step()
+        if self.per_step_lr:
+            self.scheduler.step()
         self.state["step"] += 1
         return torch.stack([losses[k].detach().sum() for k in ("loss", "dc", "mi")]), grad_norm.detach()
 
@@ -372,7 +381,8 @@ class Trainer:
 
     def _end_epoch(self, epoch, train, valid):
         conf, env, st = self.conf, self.env, self.state
-        self.scheduler.step(valid["loss"])
+        if not self.per_step_lr:
+            self.scheduler.step(valid["loss"])
         st["epoch"] = epoch
         st["stage_epoch"] += 1
         improved = valid["loss"] < st["best_loss"]
