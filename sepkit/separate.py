@@ -43,6 +43,7 @@ import torch
 
 from sepkit.cluster import kmeans, name_clusters_lowfreq
 from sepkit.model_io import build_from_dict, load_model_dict
+from sepkit.phase import misi
 from sepkit.blockwise import nearest as _nearest
 from sepkit.blockwise import plan_segments, subsample_bins
 from sepkit.blockwise import resample_row as _resample_row
@@ -133,11 +134,14 @@ class Separator:
             paper's path, every source masked and resampled (band-limited to the model's rate).
         progress: show a tqdm bar over segments.
         block_frames: frames per STFT / inverse-STFT block (both paths; the streamed window).
+        misi_iters: iterations of MISI phase reconstruction (:mod:`sepkit.phase`); 0 = the mixture's
+            phase (the paper). Needs every source masked (not with ``residual``).
     """
 
     def __init__(self, model_dict, device="cpu", dtype=None, segment_frames=None, overlap=DEFAULT_OVERLAP,
                  batch_size=DEFAULT_BATCH, silence_db=40.0, kmeans_points=KMEANS_POINTS, kmeans_n_init=1,
-                 seed=0, dc_memory_mb=DC_MEMORY_MB, residual=False, progress=False, block_frames=BLOCK_FRAMES):
+                 seed=0, dc_memory_mb=DC_MEMORY_MB, residual=False, progress=False, block_frames=BLOCK_FRAMES,
+                 misi_iters=0):
         self.device = torch.device(device)
         self.autocast_dtype = resolve_dtype(dtype, self.device)
         self.model, self.frontend, self.cmvn = build_from_dict(model_dict, self.device)
@@ -157,6 +161,10 @@ class Separator:
         self.kmeans_points, self.kmeans_n_init, self.seed = int(kmeans_points), int(kmeans_n_init), seed
         self.dc_memory_bytes = int(dc_memory_mb * 2**20)
         self.residual, self.progress, self.block_frames = bool(residual), progress, int(block_frames)
+        self.misi_iters = int(misi_iters)
+        if self.misi_iters < 0 or (self.misi_iters and self.residual):
+            raise SeparationError(f"misi_iters must be >= 0 (got {misi_iters}) and needs every source masked "
+                                  "(it cannot be combined with residual)")
         import librosa
 
         c = self.frontend.config
@@ -308,7 +316,8 @@ class Separator:
     def margin(self):
         """Frames on each side of a block of frames that the inverse STFT of the block needs."""
         c = self.frontend.config
-        return math.ceil(c.n_fft / c.hop_length) + 1
+        reach = math.ceil(c.n_fft / c.hop_length)
+        return reach + 1 + self.misi_iters * reach  # each MISI iteration reaches one window further
 
     def _reconstruct_block(self, spec, masks, a0, a, end):
         """Mixture STFT frames ``(C, n, K)`` from frame ``a0``, masks ``(n, F, S)`` -> samples ``[a * hop, end)``
@@ -317,6 +326,9 @@ class Separator:
         S, hop = masks.shape[-1], self.frontend.config.hop_length
         lin = masks.permute(2, 0, 1) if self.mask_bins == "linear" else self.frontend.mask_to_linear(
             masks.permute(2, 0, 1))  # (S, n, K)
+        if self.misi_iters:  # the whole span of the frames (margins included), then the block's samples
+            y = misi(spec, lin, self.frontend, max(end - a0 * hop, (n - 1) * hop + 1), self.misi_iters)
+            return y[..., (a - a0) * hop:end - a0 * hop]
         y = self.frontend.istft((spec[None] * lin[:, None]).reshape(S * C, n, -1), end - a0 * hop)
         return y[:, (a - a0) * hop:].reshape(S, C, -1)
 

@@ -68,6 +68,9 @@ def get_parser():
     p.add_argument("--residual", action="store_true",
                    help="accompaniment = input - vocals at the input's rate: keeps the band above the model's "
                         "Nyquist frequency (8 kHz) in the accompaniment; outputs sum to the input")
+    p.add_argument("--misi", type=int, default=0, metavar="ITERS",
+                   help="MISI phase reconstruction with this many iterations (not with --residual); 0 = the "
+                        "mixture's phase, as the paper (0)")
     p.add_argument("--subtype", default="FLOAT", help="soundfile subtype of the outputs: FLOAT, PCM_16, PCM_24 (FLOAT)")
     p.add_argument("--num-threads", type=int, default=0, help="torch CPU threads; 0 = torch's default (0)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output directories")
@@ -182,7 +185,7 @@ def load_separator(args):
         sep = Separator.from_pretrained(args.model, device=args.device, dtype=args.dtype, segment_frames=args.segment,
                                         overlap=args.overlap, batch_size=args.batch_size,
                                         dc_memory_mb=args.dc_memory_mb, residual=args.residual,
-                                        progress=not args.no_progress)
+                                        progress=not args.no_progress, misi_iters=args.misi)
     except (ModelFileError, SeparationError) as exc:
         raise FileError(str(exc)) from None
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:  # weights that do not fit the settings, bad device

@@ -42,6 +42,8 @@ def get_parser():
                         help="float32, bfloat16 or auto (default: the Separator's, auto = bfloat16 where native)")
     parser.add_argument("--segment-frames", type=int, default=None,
                         help="frames per network segment (default: the model's training length)")
+    parser.add_argument("--misi-iters", type=int, default=0,
+                        help="MISI phase-reconstruction iterations (sepkit.phase); 0 = the mixture's phase (0)")
     parser.add_argument("--overwrite", action="store_true", help="redo utts whose outputs exist")
     parser.add_argument("data", nargs="?", help="data dir (wav.scp = mixtures)")
     parser.add_argument("outdir", nargs="?", help="separation dir")
@@ -52,12 +54,13 @@ def wav_path(outdir, source, utt):
     return Path(outdir) / "wav" / source / f"{utt}.wav"
 
 
-def _load_separator(model, device, dtype=None, segment_frames=None):
+def _load_separator(model, device, dtype=None, segment_frames=None, misi_iters=0):
     from sepkit import Separator
     from sepkit.model_io import ModelFileError
 
     try:
-        return Separator.from_pretrained(model, device=device, dtype=dtype, segment_frames=segment_frames)
+        return Separator.from_pretrained(model, device=device, dtype=dtype, segment_frames=segment_frames,
+                                         misi_iters=misi_iters)
     except (ModelFileError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"separate_data: {exc}") from None
 
@@ -80,7 +83,7 @@ def separate(args):
         logger.info("%d of %d utterances already separated, skipping them", len(utts) - len(todo), len(utts))
     if not todo:
         return 0
-    sep = _load_separator(args.model, args.device, args.dtype, args.segment_frames)
+    sep = _load_separator(args.model, args.device, args.dtype, args.segment_frames, args.misi_iters)
     if args.head not in sep.heads:
         raise SystemExit(f"separate_data: {args.model}: the model has no trained {args.head} head "
                          f"(heads: {' '.join(sep.heads)})")
