@@ -53,6 +53,9 @@ def test_every_run_is_trained_separated_and_scored(done):
     assert first.returncode == 0, first.stdout[-5000:]
     assert len(re.findall(r"\(run\.sh:\d+\) Stage 3: training", first.stdout)) == 4
     rows = (rec / "exp" / "g" / "runs.tsv").read_text().splitlines()
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (rec / "exp" / "g" / "runs.tsv").stat().st_mode & 0o777 == 0o666 & ~mask  # not mktemp's 0600
     assert rows[0].split("\t") == ["system", "seed", "decode_dir", "seconds", "config", "overrides"]
     assert [r.split("\t")[:3] for r in rows[1:]] == [["A", "0", "A/seed0"], ["A", "1", "A/seed1"],
                                                      ["B", "0", "B/seed0"], ["B", "1", "B/seed1"]]

@@ -69,6 +69,7 @@ decode_dir_of() {  # the dir run.sh separated with: exp/<tag>_avg<N> when it ave
 
 manifest=$(mktemp "$griddir/runs.tsv.XXXXXX")
 trap 'rm -f "$manifest"' EXIT
+chmod "$(printf '%04o' $(( 0666 & ~0$(umask) )))" "$manifest"  # mktemp makes it 0600; the table follows the umask
 printf 'system\tseed\tdecode_dir\tseconds\tconfig\toverrides\n' > "$manifest"
 total=$(( ${#names[@]} * $(wc -w <<< "$seeds") )) k=0
 for i in "${!names[@]}"; do
