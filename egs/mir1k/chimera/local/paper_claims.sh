@@ -13,17 +13,14 @@
 # -> exp/paper_claims/{COMPARE.md, compare.png, runs.tsv}.
 #
 #   local/paper_claims.sh --mir1k ../../../../shared/data/MIR-1K --musdb ../../../../shared/data/musdb18-7s \
-#     --ikala ../../../../shared/data/iKala-sample        # the whole grid: 18 runs, ~2 h on 2 CPU cores
+#     --ikala ../../../../shared/data/iKala-sample        # the whole grid: 18 runs, ~70 min on 2 CPU cores
 #   local/paper_claims.sh ... --systems "DC MI" --seeds "0 1"        # a part of it
 #
 # The network and budget (conf/tuning/train_claims_chi0.1.yaml: 2 x 200 BLSTM, 280 steps) were chosen from
-# timings only, not from test scores. Estimated from the timings in RESULTS.md and bench/RESULTS.md, not
-# measured: per run ~3 min of training, and per head ~1.5 min of separation (RTF ~0.03) and scoring (BSS
-# eval ~1.3 s per 30 s of audio) of the 12 min of MIR-1K test clips and the 2.3 min of MUSDB18 excerpts, plus
-# ~0.5-1 min of start-up of the ~15 processes of a run; 18 runs (4 systems with two heads): ~50 min of training
-# + ~45 min of separation and scoring + ~15 min of start-up + ~3 min of data and features: ~2 h. A trial of
-# the whole script (synthetic MIR-1K, 16-unit network, 2 systems x 2 seeds, machine loaded ~4x) took 14 min,
-# 1.5-5 min per run. The time of each run is in exp/paper_claims/runs.tsv (column seconds).
+# timings only, not from test scores. Measured (RESULTS.md, 2026-11-30, 2-core AMD EPYC): the whole grid in
+# 68 min; per run 160-305 s (median 211 s), of which 73-122 s of training (~0.3 s per step), the rest
+# separation and scoring of both heads on mir1k_test, the MUSDB18 excerpts and iKala. The time of each run is
+# in exp/paper_claims/runs.tsv (column seconds).
 # The tuning singers: the CPU recipe's settings (Adam, remixes, checkpoint averaging) were chosen on
 # annar + yifen, so when --mir1k holds other singers (a full MIR-1K) the corpus is linked without the tuning
 # singers (corpus/mir1k_claims/) and data/mir1k_test holds the others only. The 282-clip copy in
