@@ -165,12 +165,19 @@ def _wait_for(predicate, timeout, what):
         time.sleep(0.05)
 
 
+def _default_signals():
+    """The runner under test starts with default signal dispositions, as from a terminal: a suite run under
+    nohup (SIGHUP ignored, inherited) would otherwise test a nohup'ed runner, which keeps ignoring SIGHUP."""
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _start_jobs(tmp_path, runner, command, env=None):
     """Start ``runner JOB=1:2 log/j.JOB.log command`` (each job writes its pids to pid.JOB and
     sleeps); return the runner and the job pids once both jobs run."""
     proc = subprocess.Popen([str(UTILS / runner), "JOB=1:2", "log/j.JOB.log", command], cwd=tmp_path,
                             env=dict(os.environ, **(env or {})), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=_default_signals)
     files = [tmp_path / "pid.1", tmp_path / "pid.2"]
     _wait_for(lambda: all(f.is_file() and f.read_text().endswith("\n") for f in files), 30, "running jobs")
     return proc, [int(p) for f in files for p in f.read_text().split()]
