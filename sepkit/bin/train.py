@@ -57,13 +57,14 @@ def main(argv=None):
     from sepkit.train import distributed
     from sepkit.train.trainer import Trainer
 
-    env = None
+    env, finished = None, False
     try:
         env = distributed.setup(args.device)
         if env.is_main:
             log.info("command: %s", " ".join([sys.executable, "-m", "sepkit.bin.train"] + list(
                 sys.argv[1:] if argv is None else argv)))
         Trainer(vars(args), env).fit()
+        finished = True
         return 0
     except SystemExit as exc:
         if exc.code in (None, 0):
@@ -75,7 +76,7 @@ def main(argv=None):
         return 1
     finally:
         if env is not None:
-            distributed.cleanup(env)
+            distributed.cleanup(env, finished)
         root = logging.getLogger()
         for h in handlers:
             root.removeHandler(h)

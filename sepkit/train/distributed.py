@@ -97,8 +97,14 @@ def setup(device="auto"):
     return env
 
 
-def cleanup(env):
+def cleanup(env, finished=False):
+    """Destroy the process group this process made. After a run that ``finished`` on every rank, the ranks
+    first meet at a barrier: a rank that tears gloo down while another still uses it can abort the other
+    ("terminate called without an active exception", seen once in a CI run). After an error no barrier
+    (the other ranks may never arrive)."""
     if env.owns_group and dist.is_initialized():
+        if finished and env.world_size > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 
