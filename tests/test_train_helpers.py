@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,3 +136,12 @@ def start_ddp(args, nproc=2, port=None, **popen_kw):
                    MASTER_PORT=str(port))
         procs.append(subprocess.Popen([PYTHON, "-m", "sepkit.bin.train", *args], env=env, cwd=REPO, **popen_kw))
     return procs
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (subprocess trainers use one too), restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train_helpers import PYTHON, REPO, make_corpus, subprocess_env, train_args  # noqa: E402
+from test_train_helpers import one_thread, PYTHON, REPO, make_corpus, subprocess_env, train_args  # noqa: E402,F401  (one_thread: a fixture)
 
 from sepkit.bin.train import main  # noqa: E402
 
@@ -20,12 +20,7 @@ ARGS = ["--epochs", "3", "--batch_size", "2", "--segment_frames", "10", "--log_i
         "--max_steps_per_epoch", "40", "--dropout", "0.2", "--tensorboard", "false"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _final_state(outdir):

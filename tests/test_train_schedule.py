@@ -10,7 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train_helpers import make_corpus, train_args  # noqa: E402
+from test_train_helpers import one_thread, make_corpus, train_args  # noqa: E402,F401  (one_thread: a fixture)
 
 from sepkit.bin.train import main  # noqa: E402
 from sepkit.train.schedule import cosine_factor  # noqa: E402
@@ -21,18 +21,10 @@ COSINE = ["--epochs", "3", "--steps_per_epoch", "6", "--lr_schedule", "cosine", 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield make_corpus(tmp_path_factory.mktemp("sched"), n_train=3, n_valid=1)
-    torch.set_num_threads(n)
+    return make_corpus(tmp_path_factory.mktemp("sched"), n_train=3, n_valid=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_cosine_factor_by_hand():
