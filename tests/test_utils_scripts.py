@@ -434,3 +434,27 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _ids_data_dir(path, wav, utts):
+    return str(DataDir.create(path, {u: wav for u in utts}, {s: {u: wav for u in utts} for s in ("vocals", "accompaniment")},
+                              utt2dur={u: 0.1 for u in utts}).path)
+
+
+def test_combine_data_sorts_in_c_order_and_finds_any_repeated_id(tmp_path):
+    # inputs whose concatenation is not sorted, and ids whose C order differs from a dictionary order
+    wav = str(tmp_path / "a.wav")
+    write_audio(wav, np.zeros((1, 800), np.float32), 8000)
+    d1 = _ids_data_dir(tmp_path / "d1", wav, ["b_1", "b_2"])
+    d2 = _ids_data_dir(tmp_path / "d2", wav, ["B_9", "a_1"])
+    out = tmp_path / "combined"
+    _run([str(UTILS / "combine_data.sh"), str(out), d1, d2], tmp_path, env={"LC_ALL": "", "LANG": "en_US.UTF-8"},
+         check_rc=0)
+    for name in ("wav.scp", "utt2dur", "vocals.scp", "accompaniment.scp"):
+        ids = [line.split()[0] for line in (out / name).read_text().splitlines()]
+        assert ids == ["B_9", "a_1", "b_1", "b_2"], name
+    # a repeated id that is not in adjacent inputs is found too
+    d3 = _ids_data_dir(tmp_path / "d3", wav, ["b_2"])
+    proc = _run([str(UTILS / "combine_data.sh"), str(tmp_path / "o2"), d1, d2, d3], tmp_path, check_rc=1)
+    assert "utterance id 'b_2' is in more than one input" in proc.stderr
+    assert not (tmp_path / "o2").exists()
