@@ -87,8 +87,10 @@ if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
   else
     log "WARNING: ${mir1k} has no singer besides ${train_singers} and ${tuning_singers}: the matched test set is ${tuning_singers}"
   fi
+  # the features paired with --config (stage 1 trains every system with it), not the recipe's default ones
   # shellcheck disable=SC2086
-  ./run.sh --mir1k "${root}" --train_singers "${train_singers}" --stop_stage 2 --nj "${nj}" ${recipe_opts}
+  ./run.sh --mir1k "${root}" --train_singers "${train_singers}" --train_config "${config}" --stop_stage 2 --nj "${nj}" \
+    ${recipe_opts}
   if [ -n "${musdb}" ]; then
     opts="--valid-fraction 0"
     ${musdb_hq} && opts="--hq ${opts}"
