@@ -31,7 +31,7 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "dev": ["pytest", "pytest-timeout"],
+        "dev": ["pytest", "pytest-timeout", "museval"],  # museval: the live BSS eval v4 cross-check (tests/test_metrics_v4.py)
         "musdb": ["av"],
     },
     entry_points={

@@ -49,6 +49,7 @@ PAPER = {
 }
 DEFAULT_PAPER_SETS = {"test_remix": "DSD100-remix", "ikala": "iKala"}  # the recipes' names of the paper's sets
 NAMES = {"si_sdri": "SI-SDRi", "gnsdr": "GNSDR", "gsir": "GSIR", "gsar": "GSAR"}
+MIN_SEEDS, MIN_FILES = 3, 10  # fewer: a warning in COMPARE.md (and no bold verdicts for a set of few files)
 
 
 class CompareError(Exception):
@@ -114,10 +115,15 @@ def collect(run_files):
     """``(order, scores)``: row labels in grid order, and ``scores[set][label] = {seed: (utts, w, cols)}``."""
     runs = [r for f in run_files for r in read_runs(f)]
     found = {}  # (system, head) -> {set: {seed: table}}
+    listed = {}  # system -> [seeds] in the runs.tsv files
     for system, seed, ddir, _ in runs:
+        if seed in listed.setdefault(system, []):
+            raise CompareError(f"{ddir}: {system} seed {seed} is listed twice in the runs.tsv files")
+        listed[system].append(seed)
         paths = sorted(ddir.glob("score_*/per_utt.csv"))
         if not paths:
-            logger.warning("%s: no score_*/per_utt.csv (run %s seed %d not scored yet?), left out", ddir, system, seed)
+            raise CompareError(f"{ddir}: no score_*/per_utt.csv: run {system} seed {seed} is missing or not scored "
+                               "(utils/run_grid.sh reruns it)")
         for p in paths:
             test_set, head = split_score_dir(p.parent.name)
             found.setdefault((system, head), {}).setdefault(test_set, {})[seed] = read_per_utt(p)
@@ -130,6 +136,7 @@ def collect(run_files):
             order.append(label)
             for test_set, by_seed in found[(s, h)].items():
                 scores.setdefault(test_set, {})[label] = by_seed
+    check_seeds(listed, found)
     for test_set, rows in scores.items():  # every run of a set must score the same files
         ref = None
         for label, by_seed in rows.items():
@@ -139,6 +146,20 @@ def collect(run_files):
                     raise CompareError(f"test set {test_set}: {label} seed {seed} scored other files than "
                                        f"{ref[1]} seed {ref[2]} ({len(utts)} vs {len(ref[0])})")
     return order, scores
+
+
+def check_seeds(listed, found):
+    """Refuse systems with unequal numbers of seeds, or a set scored by only some seeds of a system."""
+    counts = {system: len(seeds) for system, seeds in listed.items()}
+    if len(set(counts.values())) > 1:
+        raise CompareError("systems with unequal numbers of seeds cannot be compared: "
+                           + ", ".join(f"{s} {sorted(listed[s])}" for s in counts) + " (rerun the missing runs)")
+    for (system, head), by_set in found.items():
+        for test_set, by_seed in by_set.items():
+            lost = sorted(set(listed[system]) - set(by_seed))
+            if lost:
+                raise CompareError(f"test set {test_set}: {system} ({head}) has no scores of seed(s) {lost} "
+                                   f"(scored: {sorted(by_seed)}); rerun or rescore those runs")
 
 
 def column(metric, source):
@@ -203,6 +224,8 @@ def pair_rows(pairs, scores, metrics, sources, args):
                     r.update(claim=f"{a} > {b}", a=a, b=b, set=test_set, metric=metric, source=src,
                              verdict=stats.verdict(r["lo"], r["hi"]))
                     out.append(r)
+    for r, p_holm in zip(out, stats.holm([r["p"] for r in out])):  # the family: every row of the claims table
+        r.update(p_holm=float(p_holm), verdict_holm=stats.corrected_verdict(r["verdict"], p_holm, args.level))
     return out
 
 
@@ -219,18 +242,21 @@ def markdown(args, order, scores, metrics, sources, paper_sets, pairs):
     lines = [f"# {args.title}", ""]
     for note in args.note:
         lines += [note, ""]
+    lines += warnings(scores)
     lines += [f"All figures in dB. Per system: the set-level figure of each seed (length-weighted mean over the "
               f"files), then its mean over seeds, standard deviation over seeds (sd) and {args.level:.0%} t-interval "
               "over seeds (CI). `paper`: Luo et al. 2017 (Tables 2-3, SI-SDRi) where the set is the paper's.", ""]
     for test_set in sorted(scores):
         rows = scores[test_set]
-        first = next(iter(rows.values()))
-        utts, w = first[next(iter(first))][0], first[next(iter(first))][1]
+        utts, w = set_files(rows)
         paper = paper_sets.get(test_set)
         for metric in metrics:
             table = system_rows(order, rows, metric, sources, args.level)
             lines += [f"## {test_set}: {NAMES[metric]} ({len(utts)} files, {w.sum() / 60:.1f} min)"
                       + (f", the paper's {paper}" if paper else ""), ""]
+            if len(utts) < MIN_FILES:
+                lines += [f"**Warning: {len(utts)} file(s)**: too few to stand for the songs of this kind; "
+                          "no claim on this set is evidence.", ""]
             head = ["system", "seeds"]
             for src in sources:
                 head += [f"{src} mean", "sd", "CI"] + (["paper"] if paper and metric == "si_sdri" else [])
@@ -245,23 +271,90 @@ def markdown(args, order, scores, metrics, sources, paper_sets, pairs):
                 lines.append("| " + " | ".join(cell) + " |")
             lines.append("")
     if pairs:
-        lines += ["## Claims", "",
-                  f"A > B: the difference A - B per file, averaged over seeds, length-weighted over the files; "
-                  f"{args.level:.0%} bootstrap interval over files and seeds ({args.n_boot} replicates). "
-                  "holds: the interval is above 0; reversed: below 0; inconclusive: it contains 0. "
-                  "`paper`: the same difference in the paper (SI-SDRi, DSD100-remix / iKala).", "",
-                  "| claim | set | metric | source | A - B | CI | files | seeds A/B | verdict | paper |",
-                  "|---|---|---|---|---:|---:|---:|---:|---|---:|"]
-        for r in pairs:
-            pv = [paper_value(p, r["a"], r["source"]) for p in PAPER]
-            pw = [paper_value(p, r["b"], r["source"]) for p in PAPER]
-            paper = " / ".join(_f(x - y, "{:+.1f}") for x, y in zip(pv, pw) if x is not None and y is not None)
-            lines.append(f"| {r['claim']} | {r['set']} | {NAMES[r['metric']]} | {r['source']} | {_f(r['diff'], '{:+.2f}')} "
-                         f"| [{_f(r['lo'], '{:+.2f}')}, {_f(r['hi'], '{:+.2f}')}] | {r['n_files']} | "
-                         f"{r['seeds_a']}/{r['seeds_b']} | **{r['verdict']}** | "
-                         f"{paper if r['metric'] == 'si_sdri' and paper else 'n/a'} |")
-        lines.append("")
+        lines += claims_table(args, pairs) + verdict_table(pairs, metrics, sources)
     return "\n".join(lines)
+
+
+def set_files(rows):
+    """``(utts, lengths)`` of a test set (every run of a set scores the same files: :func:`collect`)."""
+    first = next(iter(rows.values()))
+    return first[next(iter(first))][0], first[next(iter(first))][1]
+
+
+def warnings(scores):
+    """Warning paragraphs for fewer than MIN_SEEDS seeds per system or sets of fewer than MIN_FILES files."""
+    out = []
+    seeds = min(len(by_seed) for rows in scores.values() for by_seed in rows.values())
+    if seeds < MIN_SEEDS:
+        out += [f"**Warning: {seeds} seed(s) per system.** " + (
+            "Nothing says how much another seed would change a figure: the intervals of claims cover the files "
+            "only, and a verdict can be the luck of one training run." if seeds == 1 else
+            f"With {seeds} seeds the spread of seeds is barely known: the intervals of claims are wide (a t term "
+            "with 1-2 degrees of freedom) and the CI of a system is a rough guide. Use 3 seeds or more."), ""]
+    small = [f"{t} ({len(set_files(rows)[0])})" for t, rows in sorted(scores.items())
+             if len(set_files(rows)[0]) < MIN_FILES]
+    if small:
+        out += [f"**Warning: set(s) of fewer than {MIN_FILES} files: {', '.join(small)}.** Their claims rest on "
+                "too few songs to generalise; their verdicts are printed without bold, marked *(few files)*.", ""]
+    return out
+
+
+def _verdict_cell(r, key, bold=True):
+    few = r["n_files"] < MIN_FILES
+    text = r[key]
+    return f"{text} *(few files)*" if few else (f"**{text}**" if bold and text != stats.INCONCLUSIVE else text)
+
+
+def claims_table(args, pairs):
+    alpha = 1 - args.level
+    lines = ["## Claims", "",
+             f"A > B: the difference A - B per file, averaged over seeds, length-weighted over the files; "
+             f"{args.level:.0%} interval over files (bootstrap, {args.n_boot} replicates) and seeds (Student t, "
+             "Welch; sepkit/stats.py), and its two-sided p-value. holds: the interval is above 0; reversed: below 0; "
+             f"inconclusive: it contains 0. **{len(pairs)} claims at once** (every row of this table): some "
+             f"\"holds/reversed\" at {args.level:.0%} are expected by chance alone, so `Holm` gives the p-value "
+             f"adjusted for all {len(pairs)} (Holm 1979) and the verdict that stands after it (adjusted p < "
+             f"{alpha:.2g}): the chance of one or more false verdicts in that column is below {alpha:.0%}. "
+             "`paper`: the same difference in the paper (SI-SDRi, DSD100-remix / iKala).", "",
+             "| claim | set | metric | source | A - B | CI | p | files | seeds A/B | verdict | p (Holm) | "
+             "verdict (Holm) | paper |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|---|---:|"]
+    for r in pairs:
+        pv = [paper_value(p, r["a"], r["source"]) for p in PAPER]
+        pw = [paper_value(p, r["b"], r["source"]) for p in PAPER]
+        paper = " / ".join(_f(x - y, "{:+.1f}") for x, y in zip(pv, pw) if x is not None and y is not None)
+        lines.append(f"| {r['claim']} | {r['set']} | {NAMES[r['metric']]} | {r['source']} | {_f(r['diff'], '{:+.2f}')} "
+                     f"| [{_f(r['lo'], '{:+.2f}')}, {_f(r['hi'], '{:+.2f}')}] | {_p(r['p'])} | {r['n_files']} | "
+                     f"{r['seeds_a']}/{r['seeds_b']} | {_verdict_cell(r, 'verdict')} | {_p(r['p_holm'])} | "
+                     f"{_verdict_cell(r, 'verdict_holm')} | {paper if r['metric'] == 'si_sdri' and paper else 'n/a'} |")
+    return lines + [""]
+
+
+def verdict_table(pairs, metrics, sources):
+    """One row per claim and set, one column per metric and source: ``raw / Holm`` verdicts."""
+    cols = [(m, s) for m in metrics for s in sources]
+    cells = {}
+    for r in pairs:
+        cells.setdefault((r["claim"], r["set"]), {})[(r["metric"], r["source"])] = r
+    lines = ["## Verdicts per claim", "",
+             "Every metric's verdict of each claim, raw / after Holm's correction (the claims table has the numbers). "
+             "A claim is supported where the metrics agree; one metric that holds while another reverses is no "
+             "support.", "",
+             "| claim | set | " + " | ".join(f"{NAMES[m]} {s}" for m, s in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    for (claim, test_set), by_col in cells.items():
+        row = [claim, test_set]
+        for col in cols:
+            r = by_col.get(col)
+            row.append("n/a" if r is None else f"{r['verdict']} / {r['verdict_holm']}"
+                       + (" *(few files)*" if r["n_files"] < MIN_FILES else ""))
+        lines.append("| " + " | ".join(row) + " |")
+    return lines + [""]
+
+
+def _p(p):
+    return "n/a" if p is None or not math.isfinite(p) else ("<0.0001" if p < 1e-4 else f"{p:.4f}" if p < 0.01
+                                                            else f"{p:.3f}")
 
 
 def plot(path, order, scores, metric, source, level, paper_sets):
