@@ -1,7 +1,8 @@
 """BSS eval v4 (SiSEC 2018, Stöter, Liutkus & Ito 2018): framewise image metrics as MUSDB18 reports them.
 
-Implemented here from the definitions (museval, the usual tool, is an optional extra that this
-module does not need). What makes it "v4" rather than mir_eval's v3 framewise functions:
+Implemented here from the definitions (museval, the usual tool, is not needed here; it is the
+reference of tests/test_metrics_v4.py: stored museval numbers on fixed signals, and a live
+comparison where museval is installed, as the dev extra does). What makes it "v4" rather than mir_eval's v3 framewise functions:
 
 * *Images* version: an estimate is compared with the reference image itself; the spatial
   (filtering) distortion ``e_spat`` is an error term (SDR counts it, ISR measures it alone).
