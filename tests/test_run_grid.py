@@ -7,6 +7,7 @@ the comparison (COMPARE.md, compare.png) is written, and bad grids fail with one
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,94 @@ def test_bad_grids_fail_with_one_line(done, bad, message):
     res = grid(rec, *bad)
     assert res.returncode != 0 and message in res.stdout and len(res.stdout.strip().splitlines()) == 1, res.stdout
     assert not (rec / "exp" / "g2").exists()
+
+
+# ------------------------------------------------------------------ a fake recipe: what a run leaves, fast
+
+FAKE_RUN = r"""#!/usr/bin/env bash
+# A recipe's run.sh as run_grid.sh calls it: records the call, writes a model, a separation and a score.
+set -euo pipefail
+while [ $# -gt 0 ]; do
+  case $1 in --tag) tag=$2; shift 2 ;; --train_args) train_args=$2; shift 2 ;; *) shift ;; esac
+done
+seed=${train_args##*--seed }
+echo "$tag" >> calls.txt
+ddir=exp/$tag
+mkdir -p "exp/$tag"
+[ -f "exp/$tag/model.pt" ] || echo "model $tag $RANDOM" > "exp/$tag/model.pt"
+if [ -n "${FAKE_AVG:-}" ]; then
+  ddir=exp/${tag}_avg2
+  mkdir -p "$ddir" && cp "exp/$tag/model.pt" "$ddir/model.pt"
+fi
+mkdir -p "$ddir/separate_test_mi/wav" "$ddir/score_test_mi"
+echo "u1 $ddir/separate_test_mi/wav/u1.wav" > "$ddir/separate_test_mi/vocals.scp"
+printf 'utt,seconds,vocals_si_sdri,accompaniment_si_sdri\n' > "$ddir/score_test_mi/per_utt.csv"
+for u in 1 2 3 4; do echo "u$u,1.0,$((u + seed)).0,$((u * 2)).0" >> "$ddir/score_test_mi/per_utt.csv"; done
+"""
+
+
+@pytest.fixture
+def fake_recipe(tmp_path):
+    (tmp_path / "run.sh").write_text(FAKE_RUN)
+    (tmp_path / "run.sh").chmod(0o755)
+    (tmp_path / "utils").symlink_to(Path(__file__).resolve().parents[1] / "utils")
+    (tmp_path / "a.yaml").write_text("alpha: 0.5\n")
+    return tmp_path
+
+
+def fake_grid(rec, *args, env=None):
+    proc = subprocess.run(["utils/run_grid.sh", "--compare_opts", "--n_boot 50", *args], cwd=rec,
+                          env=dict(os.environ, **(env or {})), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=120)
+    calls = (rec / "calls.txt").read_text().split() if (rec / "calls.txt").is_file() else []
+    (rec / "calls.txt").unlink(missing_ok=True)
+    return proc, calls
+
+
+def test_a_missing_or_changed_run_is_run_again(fake_recipe):
+    rec, systems = fake_recipe, ["A=a.yaml", "B=a.yaml --alpha 0"]
+    first, calls = fake_grid(rec, "--seeds", "0 1", "g", *systems)
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert calls == ["g/A/seed0", "g/A/seed1", "g/B/seed0", "g/B/seed1"]
+    _, calls = fake_grid(rec, "--seeds", "0 1", "g", *systems)
+    assert calls == []  # everything done
+    shutil.rmtree(rec / "exp" / "g" / "A" / "seed1")  # a deleted run folder
+    (rec / "exp" / "g" / "B" / "seed0" / "score_test_mi" / "per_utt.csv").unlink()  # a run half there
+    with open(rec / "exp" / "g" / "B" / "seed1" / "model.pt", "a") as f:  # a model changed since
+        f.write("retrained elsewhere\n")
+    again, calls = fake_grid(rec, "--seeds", "0 1", "g", *systems)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert calls == ["g/A/seed1", "g/B/seed0", "g/B/seed1"], again.stdout
+    assert "exp/g/A/seed1/model.pt is missing or changed since the run was done: running it again" in again.stdout
+    assert again.stdout.count("already done") == 1
+    compare = (rec / "exp" / "g" / "COMPARE.md").read_text()
+    assert re.search(r"^\| A \| 2 \|", compare, re.M) and re.search(r"^\| B \| 2 \|", compare, re.M), compare
+    # a marker of an older grid (no list of outputs) does not make a run done
+    marker = rec / "exp" / "g" / ".runs" / "A.seed0.done"
+    marker.write_text("".join(line for line in marker.read_text().splitlines(True) if not line.startswith("output ")))
+    again, calls = fake_grid(rec, "--seeds", "0", "g", systems[0])
+    assert again.returncode == 0 and calls == ["g/A/seed0"], again.stdout[-3000:]
+
+
+def test_overwrite_moves_the_runs_aside(fake_recipe):
+    rec = fake_recipe
+    first, _ = fake_grid(rec, "--seeds", "0", "g", "A=a.yaml", env={"FAKE_AVG": "1"})
+    assert first.returncode == 0, first.stdout[-3000:]
+    run, avg = rec / "exp" / "g" / "A" / "seed0", rec / "exp" / "g" / "A" / "seed0_avg2"
+    (run / "notes.txt").write_text("mine\n")
+    old_model = (run / "model.pt").read_text()
+    again, calls = fake_grid(rec, "--seeds", "0", "--overwrite", "true", "g", "A=a.yaml", env={"FAKE_AVG": "1"})
+    assert again.returncode == 0 and calls == ["g/A/seed0"], again.stdout[-3000:]
+    [run_old] = run.parent.glob("seed0.old.*")
+    [avg_old] = run.parent.glob("seed0_avg2.old.*")
+    assert (run_old / "notes.txt").read_text() == "mine\n" and (run_old / "model.pt").read_text() == old_model
+    assert (avg_old / "score_test_mi" / "per_utt.csv").is_file()
+    assert (avg_old / "separate_test_mi" / "vocals.scp").read_text().split()[1].startswith(
+        f"exp/g/A/{avg_old.name}/separate_test_mi/")  # the moved separation reads its own files
+    assert f"moved exp/g/A/seed0 aside to exp/g/A/{run_old.name}" in again.stdout
+    assert (run / "model.pt").read_text() != old_model and not (run / "notes.txt").exists()
+    # the moved-aside averaged model is not taken for a second one of the run
+    third, calls = fake_grid(rec, "--seeds", "0", "g", "A=a.yaml", env={"FAKE_AVG": "1"})
+    assert third.returncode == 0 and calls == [] and "already done" in third.stdout, third.stdout[-3000:]
+    rows = (rec / "exp" / "g" / "runs.tsv").read_text().splitlines()
+    assert rows[1].split("\t")[:3] == ["A", "0", "A/seed0_avg2"]

@@ -458,3 +458,40 @@ def test_combine_data_sorts_in_c_order_and_finds_any_repeated_id(tmp_path):
     proc = _run([str(UTILS / "combine_data.sh"), str(tmp_path / "o2"), d1, d2, d3], tmp_path, check_rc=1)
     assert "utterance id 'b_2' is in more than one input" in proc.stderr
     assert not (tmp_path / "o2").exists()
+
+
+# ------------------------------------------------------------------------------------ train_exp.sh
+
+FAKE_TRAIN_CMD = """#!/usr/bin/env bash
+# A job runner whose 'training' writes <outdir>/model.pt (what utils/train_exp.sh checks), fast.
+while [ $# -gt 0 ]; do [ "$1" = --outdir ] && outdir=$2; shift; done
+mkdir -p "$outdir" && echo "model $RANDOM$RANDOM" > "$outdir/model.pt"
+"""
+
+
+def test_train_exp_overwrite_moves_the_exp_dir_aside(tmp_path):
+    cmd = tmp_path / "fake_cmd.sh"
+    cmd.write_text(FAKE_TRAIN_CMD)
+    cmd.chmod(0o755)
+    for d in ("train", "valid"):
+        (tmp_path / "dump" / d).mkdir(parents=True)
+        (tmp_path / "dump" / d / "mix.scp").write_text("u1 a.ark:10\n")
+    (tmp_path / "dump" / "train" / "cmvn.ark").write_text("x")
+    (tmp_path / "c.yaml").write_text("alpha: 0.5\n")
+    args = [str(UTILS / "train_exp.sh"), "--cmd", str(cmd), "c.yaml", "dump/train", "dump/valid", "exp/x"]
+    _run(args, tmp_path, check_rc=0)
+    exp = tmp_path / "exp" / "x"
+    old_model = (exp / "model.pt").read_text()
+    (exp / "checkpoints").mkdir()
+    (exp / "checkpoints" / "epoch3.pt").write_text("ckpt\n")
+    (exp / "notes.txt").write_text("mine\n")
+    (exp / "separate_test_mi").mkdir()
+    (exp / "separate_test_mi" / "vocals.scp").write_text("u1 exp/x/separate_test_mi/wav/u1.wav\n")
+    proc = _run(args[:1] + ["--overwrite", "true"] + args[1:], tmp_path, check_rc=0)
+    [old] = (tmp_path / "exp").glob("x.old.*")
+    assert f"moved exp/x aside to exp/{old.name}" in proc.stderr
+    assert (old / "model.pt").read_text() == old_model and (old / "notes.txt").read_text() == "mine\n"
+    assert (old / "checkpoints" / "epoch3.pt").read_text() == "ckpt\n"
+    assert (old / "separate_test_mi" / "vocals.scp").read_text() == f"u1 exp/{old.name}/separate_test_mi/wav/u1.wav\n"
+    assert (exp / "model.pt").read_text() != old_model and not (exp / "notes.txt").exists()
+    assert (exp / ".done").is_file()

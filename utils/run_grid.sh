@@ -15,9 +15,12 @@
 #   split, remixes) stays as run_opts says, the same for every run. --extra_sets: more data dirs (e.g. mismatched
 #   test sets) that every run separates and scores with utils/separate.sh and utils/score.sh.
 # Writes exp/<grid>/runs.tsv (system, seed, decode_dir, seconds, config, overrides), exp/<grid>/COMPARE.md and
-# exp/<grid>/compare.png. A run whose marker exp/<grid>/.runs/<NAME>.seed<S>.done says the same config (contents),
-# overrides and options is skipped (an interrupted grid goes on where it stopped; the recipe's stages skip their
-# own finished work, e.g. data and features); --overwrite true removes every run's exp dirs and runs it again.
+# exp/<grid>/compare.png. A run is done when its marker exp/<grid>/.runs/<NAME>.seed<S>.done (written last, once
+# the run is scored) says the same config (contents), overrides and options, and every output it lists (the
+# models, the scores' per_utt.csv) is still there unchanged; a done run is skipped, any other run (interrupted,
+# or whose folder or scores were removed or changed since) is run again (an interrupted grid goes on where it
+# stopped; the recipe's stages skip their own finished work, e.g. data and features). --overwrite true moves
+# every run's exp dirs aside (exp/<grid>/<NAME>/seed<S>.old.<time>: nothing is deleted) and runs it again.
 seeds="0 1 2"     # training seeds of every system
 run=./run.sh      # the recipe's run script
 run_opts=         # options of every run (corpus paths, --stage, --average_last, ...)
@@ -28,7 +31,7 @@ extra_sets=       # more data dirs separated and scored by every run, e.g. "data
 separate_opts=    # options of sepkit.bin.separate_data for --extra_sets, e.g. "--segment-frames 2000"
 score_bss=true    # BSS eval v3 (GNSDR) for --extra_sets too; false = SI-SDRi only
 compare_opts=     # options of python -m sepkit.bin.compare, e.g. '--metrics si_sdri,gnsdr --pair "A > B"'
-overwrite=false   # remove the runs' exp dirs and run them again (data and features are kept)
+overwrite=false   # move the runs' exp dirs aside (DIR.old.TIME, not deleted) and run them again (data and features are kept)
 . "$(dirname "$0")/parse_options.sh"
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -60,11 +63,29 @@ decode_cmd=${decode_cmd:-utils/run.py}
 griddir=exp/$grid
 mkdir -p "$griddir/.runs"
 
+run_dirs() {  # the exp dirs of run <tag>: exp/<tag> and its averaged models exp/<tag>_avg<N> (not <dir>.old.<time>)
+  local d
+  for d in "exp/$1" "exp/$1_avg"*; do
+    [[ "$d" == "exp/$1" || "$d" =~ _avg[0-9]+$ ]] && [ -d "$d" ] && echo "$d"
+  done
+  return 0
+}
+
 decode_dir_of() {  # the dir run.sh separated with: exp/<tag>_avg<N> when it averaged checkpoints, else exp/<tag>
-  local tag=$1 found=()
-  for d in "exp/${tag}_avg"*; do [ -f "$d/model.pt" ] && found+=("$d"); done
+  local tag=$1 found=() d
+  while IFS= read -r d; do
+    [ "$d" != "exp/$tag" ] && [ -f "$d/model.pt" ] && found+=("$d")
+  done < <(run_dirs "$tag")
   [ ${#found[@]} -le 1 ] || die "exp/$tag has several averaged models (${found[*]}): remove the stale one"
   if [ ${#found[@]} -eq 1 ]; then echo "${found[0]}"; else echo "exp/$tag"; fi
+}
+
+run_outputs() {  # run_outputs TAG DECODE_DIR: "output <md5>  <file>" of a scored run's models and scores
+  md5sum "exp/$1/model.pt" "$2/model.pt" "$2"/score_*/per_utt.csv | sort -u -k2 | sed 's/^/output /'
+}
+
+changed_output() {  # changed_output MARKER: the first output listed in MARKER that is missing or changed, or nothing
+  { sed -n 's/^output //p' "$1" | md5sum -c 2>/dev/null || true; } | sed -n 's/: FAILED.*$//p' | sed -n 1p
 }
 
 manifest=$(mktemp "$griddir/runs.tsv.XXXXXX")
@@ -79,13 +100,28 @@ for i in "${!names[@]}"; do
     tag=$grid/$name/seed$seed
     marker=$griddir/.runs/$name.seed$seed.done
     sig="config=$(md5sum < "$config" | cut -d' ' -f1) over=$over train_args=$train_args run_opts=$run_opts head=$head extra=$extra_sets separate_opts=$separate_opts bss=$score_bss"
+    done=false
     if ! $overwrite && stamp_ok "$marker" "$sig" "$config"; then
+      changed=$(changed_output "$marker")
+      if ! grep -q '^output ' "$marker"; then
+        log "run $k/$total: $name seed $seed: $marker lists no outputs (an older grid): running it again"
+      elif [ -n "$changed" ]; then
+        log "run $k/$total: $name seed $seed: $changed is missing or changed since the run was done: running it again"
+      else
+        done=true
+      fi
+    fi
+    if $done; then
       log "run $k/$total: $name seed $seed already done ($marker), skipping (--overwrite true to redo)"
     else
       stamp_clear "$marker"
       if $overwrite; then
-        log "--overwrite true: removing exp/$tag and exp/${tag}_avg* (training, separations, scores) of $name seed $seed"
-        rm -rf "exp/$tag" "exp/${tag}_avg"*
+        while IFS= read -r d; do
+          move_aside "$d"  # training, separations, scores: kept, not deleted
+          for sep in "$moved_to"/separate_*/; do
+            [ -d "$sep" ] && repoint_scps "$sep" "$d/$(basename "$sep")"  # the moved separations stay readable
+          done
+        done < <(run_dirs "$tag")
       fi
       log "run $k/$total: $name seed $seed: $run --tag $tag --train_config $config --train_args \"$train_args $over --seed $seed\""
       start=$(date +%s)
@@ -100,8 +136,11 @@ for i in "${!names[@]}"; do
         "$utils/score.sh" --nj "$nj" --cmd "$decode_cmd" --head "$head" --bss "$score_bss" "$data" "$ddir"
       done
       ls "$ddir"/score_*/per_utt.csv > /dev/null 2>&1 || die "run $name seed $seed made no scores in $ddir"
-      stamp_write "$marker" "$sig"
-      echo "seconds=$(( $(date +%s) - start )) decode_dir=$ddir" >> "$marker"
+      [ -f "exp/$tag/model.pt" ] && [ -f "$ddir/model.pt" ] || die "run $name seed $seed made no model in exp/$tag"
+      # the marker, written last (whole, then renamed): the run's options, its time and its outputs' checksums
+      stamp_write "$marker.new" "$sig"
+      { echo "seconds=$(( $(date +%s) - start )) decode_dir=$ddir"; run_outputs "$tag" "$ddir"; } >> "$marker.new"
+      mv -f "$marker.new" "$marker"
     fi
     ddir=$(sed -n 's/^seconds=[0-9]* decode_dir=//p' "$marker")
     secs=$(sed -n 's/^seconds=\([0-9]*\) .*/\1/p' "$marker")

@@ -8,14 +8,15 @@
 #   Writes <exp-dir>/{config.yaml, model.pt, checkpoints/, tensorboard/, train.log}.
 #   Skipped when <exp-dir>/.done says this config (same contents), dumps and options were
 #   trained and model.pt exists; an interrupted run continues from its newest checkpoint;
-#   --overwrite true removes the previous training outputs of <exp-dir> and trains from scratch.
+#   --overwrite true moves <exp-dir> aside (<exp-dir>.old.<time>, with whatever else is in it: nothing is
+#   deleted) and trains from scratch.
 ngpu=0            # GPUs; 0 = CPU, N > 1 = N DDP processes (torchrun)
 num_nodes=1       # machines; > 1 inside a SLURM job of that many nodes (e.g. SEPKIT_SLURM_OPTS="--nodes 2"):
                   # utils/train.sh starts one torchrun per node with srun
 cmd=utils/run.py  # job runner: utils/run.py (local) or utils/slurm.py, with options
 train_args=       # more options of python -m sepkit.bin.train (override the config), e.g. "--epochs 5"
 valid_data=       # validation data dir (mixture audio for the TensorBoard examples); empty = none
-overwrite=false   # train again from scratch even if done
+overwrite=false   # train again from scratch even if done (the old exp dir is moved aside to DIR.old.TIME, not deleted)
 . "$(dirname "$0")/parse_options.sh"
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -39,9 +40,11 @@ if ! $overwrite && [ -f "$expdir/model.pt" ] \
   exit 0
 fi
 stamp_clear "$expdir/.done"
-if $overwrite && [ -d "$expdir" ]; then
-  log "--overwrite true: removing the previous training outputs of $expdir"
-  rm -rf "$expdir/checkpoints" "$expdir/tensorboard" "$expdir/model.pt" "$expdir/config.yaml" "$expdir/train.log"
+if $overwrite && { [ -e "$expdir" ] || [ -L "$expdir" ]; }; then
+  move_aside "$expdir"  # its training, and separations or scores of its model: kept, not deleted
+  for sep in "$moved_to"/separate_*/; do
+    [ -d "$sep" ] && repoint_scps "$sep" "${expdir%/}/$(basename "$sep")"  # the moved separations stay readable
+  done
 fi
 mkdir -p "$expdir/log"
 if [ "$cmd" = utils/run.py ] && [ ! -x utils/run.py ]; then cmd="$utils/run.py"; fi
