@@ -18,16 +18,22 @@ def _conf(hidden=8):
                 "batch_norm": True}
 
 
-def _exp(tmp_path, epochs=(1, 2, 3), hidden=None):
+def _exp(tmp_path, epochs=(1, 2, 3), hidden=None, hop=None, cmvn_mean=None):
+    """Checkpoints of epochs ``epochs``; per epoch optionally another hidden size, STFT hop or CMVN mean."""
     hidden = hidden or (8,) * len(epochs)
+    hop = hop or (128,) * len(epochs)
+    cmvn_mean = cmvn_mean or (0.0,) * len(epochs)
     exp = tmp_path / "exp" / "run"
     (exp / "checkpoints").mkdir(parents=True)
     states = {}
-    for e, h in zip(epochs, hidden):
+    for e, h, hp, mu in zip(epochs, hidden, hop, cmvn_mean):
         torch.manual_seed(e)
         fc, conf = _conf(h)
+        fc = FeatureConfig(n_mels=16, hop_length=hp)
+        mean = torch.zeros(fc.input_dim)
+        mean[5] = mu
         net = ChimeraNet(**{k: v for k, v in conf.items() if k != "type"})
-        d = make_model_dict(net, conf, fc.to_dict(), CMVN(torch.zeros(fc.input_dim), torch.ones(fc.input_dim)),
+        d = make_model_dict(net, conf, fc.to_dict(), CMVN(mean, torch.ones(fc.input_dim)),
                             ["vocals", "accompaniment"], {"epoch": e})
         d["checkpoint"] = {"epoch": e, "step": 10 * e}
         save_model_dict(exp / "checkpoints" / f"ckpt-epoch{e}.pt", d)
@@ -67,6 +73,21 @@ def test_refusals(tmp_path, capsys):
         avg.main(["--epochs", "1,2", str(exp), str(out)])
     with pytest.raises(SystemExit, match="no ckpt-epoch"):
         avg.main([str(tmp_path), str(tmp_path / "x.pt")])
+
+
+@pytest.mark.parametrize("what", ["feat_conf", "cmvn"])
+def test_checkpoints_of_other_features_or_cmvn_are_refused(tmp_path, capsys, what):
+    # the same network on other features (another STFT hop) or other normalisation statistics: the
+    # average would be weights no single front end fits; refused in one line naming both files and the field
+    exp, _ = _exp(tmp_path, hop=(128, 128, 64) if what == "feat_conf" else None,
+                  cmvn_mean=(0.0, 0.0, 0.5) if what == "cmvn" else None)
+    out = tmp_path / "avg.pt"
+    assert avg.main(["--last", "2", str(exp), str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    field = "feat_conf.hop_length: 128 vs 64" if what == "feat_conf" else "cmvn.mean[5]: 0.0 vs 0.5"
+    assert "\n" not in err and len(err) < 300 and not out.exists(), err
+    assert f"ckpt-epoch2.pt and {exp / 'checkpoints' / 'ckpt-epoch3.pt'} differ in {field}" in err, err
+    assert avg.main(["--epochs", "1,2", str(exp), str(out)]) == 0  # those two agree
 
 
 def test_update_skips_when_up_to_date_and_redoes_when_stale(tmp_path):

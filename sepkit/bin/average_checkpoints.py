@@ -42,15 +42,36 @@ def get_parser():
     return p
 
 
-def average(dicts, epochs=None):
-    """Model dict whose weights are the mean of ``dicts``' (the last one's settings are kept)."""
+SAME = ("model_conf", "feat_conf", "cmvn", "sources")  # what every averaged checkpoint must share
+
+
+def _differ(a, b, key):
+    """Short description of where ``a`` and ``b`` (a model-dict entry) differ: ``key.field: x vs y``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if a.get(k) != b.get(k):
+                return _differ(a.get(k), b.get(k), f"{key}.{k}")
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        k = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+        return f"{key}[{k}]: {a[k]!r:.40} vs {b[k]!r:.40}"
+    return f"{key}: {a!r:.60} vs {b!r:.60}"
+
+
+def average(dicts, epochs=None, names=None):
+    """Model dict whose weights are the mean of ``dicts``' (the last one's settings are kept).
+
+    Every dict must have the same :data:`SAME` entries and the same weight names; ``names`` (the files)
+    go into the one-line error otherwise.
+    """
+    names = names or [f"checkpoint {k}" for k in range(len(dicts))]
     ref = dicts[-1]
-    for d in dicts[:-1]:
-        for key in ("model_conf", "feat_conf", "cmvn", "sources"):
+    for d, name in zip(dicts[:-1], names):
+        for key in SAME:
             if d[key] != ref[key]:
-                raise ValueError(f"checkpoints differ in {key}: {d[key]} vs {ref[key]}")
+                raise ValueError(f"{name} and {names[-1]} differ in {_differ(d[key], ref[key], key)}: "
+                                 "not checkpoints of one network")
         if d["model_state"].keys() != ref["model_state"].keys():
-            raise ValueError("checkpoints hold different sets of weights")
+            raise ValueError(f"{name} and {names[-1]} hold different sets of weights")
     state = {}
     for name, last in ref["model_state"].items():
         if last.is_floating_point():
@@ -103,7 +124,7 @@ def run(args):
             logger.info("%s: already the average of epochs %s of %s, skipping", out, epochs, expdir)
             return 0
     dicts = [load_model_dict(path) for _, path in chosen]
-    avg = average(dicts, epochs)
+    avg = average(dicts, epochs, names=[str(path) for _, path in chosen])
     missing = [k for k in MODEL_KEYS if k not in avg]
     if missing:
         raise ValueError(f"averaged model lacks {missing}")
