@@ -37,8 +37,8 @@ import math
 
 import numpy as np
 
-__all__ = ["set_level", "seed_summary", "t_interval", "paired_bootstrap", "seed_term", "verdict", "holm",
-           "corrected_verdict", "HOLDS", "REVERSED", "INCONCLUSIVE"]
+__all__ = ["set_level", "seed_summary", "t_interval", "paired_bootstrap", "seed_term", "mixture_interval", "verdict",
+           "holm", "corrected_verdict", "HOLDS", "REVERSED", "INCONCLUSIVE"]
 
 HOLDS, REVERSED, INCONCLUSIVE = "holds", "reversed", "inconclusive"
 
@@ -116,15 +116,25 @@ def paired_bootstrap(a, b, lengths, n_boot=2000, level=0.95, seed=0):
     # seeds: Student-t term from the spread of the set-level figures of each system's seeds
     se, df = seed_term(a @ w / w.sum(), b @ w / w.sum())
     out["se_seeds"], out["df_seeds"] = se, df
+    out["lo"], out["hi"], out["p"] = mixture_interval(reps, se, df, level)
+    return out
+
+
+def mixture_interval(reps, se, df, level=0.95):
+    """``(lo, hi, p)`` of ``D = D_r + se T_df`` with ``r`` uniform over the file replicates ``reps``.
+
+    ``lo``, ``hi``: its ``(1 -+ level) / 2`` quantiles; ``p = 2 min(P(D <= 0), P(D >= 0))``. With
+    ``se = 0``: the percentile interval of ``reps`` and ``p = 2 (k + 1) / (R + 1)``, ``k`` the
+    replicates on the far side of 0 (never 0 from a finite number of replicates).
+    """
+    reps = np.asarray(reps, dtype=np.float64)
     tail = (1.0 - level) / 2
-    out["lo"], out["hi"] = (_mixture_quantile(reps, se, df, q) for q in (tail, 1.0 - tail))
+    lo, hi = (_mixture_quantile(reps, se, df, q) for q in (tail, 1.0 - tail))
     if se > 0:
         below = _mixture_cdf(0.0, reps, se, df)
-        out["p"] = float(min(1.0, 2 * min(below, 1.0 - below)))
-    else:  # the file bootstrap alone: a replicate count, never 0 (at least 1 / (n_boot + 1))
-        side = min((reps <= 0).sum(), (reps >= 0).sum())
-        out["p"] = float(min(1.0, 2 * (side + 1) / (n_boot + 1)))
-    return out
+        return lo, hi, float(min(1.0, 2 * min(below, 1.0 - below)))
+    side = min((reps <= 0).sum(), (reps >= 0).sum())
+    return lo, hi, float(min(1.0, 2 * (side + 1) / (reps.size + 1)))
 
 
 def seed_term(fig_a, fig_b):
