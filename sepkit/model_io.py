@@ -20,8 +20,13 @@ import torch
 
 import sepkit
 from sepkit.audio import atomic_path, path_problem
+from sepkit.names import check_names
 
 FORMAT = "sepkit-model/1"
+# Upper bounds of sizes read from a model file (far above any real setting; a stranger's 10**12 is refused,
+# not allocated).
+_FEAT_MAX = {"sample_rate": 768000, "n_fft": 1 << 16, "hop_length": 1 << 16, "n_mels": 4096}
+_NET_MAX = {"input_dim": 1 << 16, "n_freq": 1 << 16, "hidden": 1 << 14, "layers": 64, "emb_dim": 1024, "n_sources": 64}
 MODEL_KEYS = ("format", "sepkit_version", "model_conf", "feat_conf", "cmvn", "sources", "train", "model_state")
 
 __all__ = ["FORMAT", "ModelFileError", "make_model_dict", "save_model_dict", "load_model_dict", "resolve_model_path",
@@ -34,6 +39,7 @@ class ModelFileError(RuntimeError):
 
 def make_model_dict(model, model_conf, feat_conf, cmvn, sources, train=None):
     """Collect a model and its settings into a model-file dict (see the module docstring)."""
+    sources = check_names(list(sources), "sources", at_least=2)  # they become file names wherever the model goes
     state = model.module.state_dict() if hasattr(model, "module") else model.state_dict()
     return {
         "format": FORMAT,
@@ -117,10 +123,10 @@ def check_model_dict(d, path):
     from sepkit.frontend import FeatureConfig
     from sepkit.nets import MODELS
 
-    def bad(key, why):
-        raise ModelFileError(f"{path}: {key} {why}")
+    def bad(key, why):  # one line: keys and values of a stranger's file may hold anything
+        raise ModelFileError(f"{path}: {one_line(f'{key} {why}')}")
 
-    for key in ("feat_conf", "model_conf", "cmvn", "model_state"):
+    for key in ("feat_conf", "model_conf", "cmvn", "model_state", "train"):
         if not isinstance(d[key], dict):
             bad(key, f"must be a mapping, got {type(d[key]).__name__}")
     defaults = FeatureConfig().to_dict()
@@ -137,8 +143,13 @@ def check_model_dict(d, path):
     for key in ("sample_rate", "n_fft", "hop_length", "n_mels"):
         if fc[key] <= 0:
             bad(f"feat_conf.{key}", f"must be positive, got {fc[key]!r}")
+        if fc[key] > _FEAT_MAX[key]:  # a window of 10**12 samples is a memory bomb, not a setting
+            bad(f"feat_conf.{key}", f"must be at most {_FEAT_MAX[key]}, got {fc[key]!r}")
     if not 0 <= fc["win_length"] <= fc["n_fft"]:
         bad("feat_conf.win_length", f"must be 0 (= n_fft) or at most n_fft = {fc['n_fft']}, got {fc['win_length']!r}")
+    win = fc["win_length"] or fc["n_fft"]
+    if fc["hop_length"] > win:  # frames with gaps between them: the inverse STFT cannot rebuild the signal
+        bad("feat_conf.hop_length", f"must be at most the window length {win}, got {fc['hop_length']!r}")
     fmax = fc["fmax"] or fc["sample_rate"] / 2
     if not 0 <= fc["fmin"] < fmax:  # an empty mel band: every filter is zero
         bad("feat_conf.fmin", f"must be in [0, fmax = {fmax!r}), got {fc['fmin']!r}")
@@ -153,6 +164,8 @@ def check_model_dict(d, path):
     for key in ("input_dim", "n_freq", "hidden", "layers", "emb_dim", "n_sources"):
         if key in mc and not (_is_int(mc[key]) and mc[key] > 0):
             bad(f"model_conf.{key}", f"must be a positive integer, got {mc[key]!r}")
+        if key in mc and mc[key] > _NET_MAX[key]:
+            bad(f"model_conf.{key}", f"must be at most {_NET_MAX[key]}, got {mc[key]!r}")
     if mc.get("input_dim") != input_dim:
         bad("model_conf.input_dim", f"is {mc.get('input_dim')!r} but the features (feat_conf) have {input_dim}")
     if mc.get("mask_bins", "mel") == "linear":
@@ -162,9 +175,10 @@ def check_model_dict(d, path):
     elif mc.get("n_freq", 150) != fc["n_mels"]:
         bad("model_conf.n_freq", f"is {mc.get('n_freq', 150)!r} but feat_conf.n_mels is {fc['n_mels']}")
     sources = d["sources"]
-    if (not isinstance(sources, (list, tuple)) or len(sources) < 2 or len(set(map(str, sources))) != len(sources)
-            or not all(isinstance(s, str) and s for s in sources)):
-        bad("sources", f"must be a list of at least two distinct names, got {sources!r}")
+    try:  # names that become output paths (<outdir>/<input>/<source>.wav): untrusted input
+        check_names(sources, "sources", at_least=2)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
     if mc.get("n_sources", 2) != len(sources):
         bad("model_conf.n_sources", f"is {mc.get('n_sources', 2)!r} but the model file names {len(sources)} sources")
 
@@ -177,12 +191,43 @@ def check_model_dict(d, path):
             bad(f"cmvn.{key}", f"has shape {tuple(v.shape)}, the features have {input_dim} dimensions")
         if not torch.isfinite(v).all() or key == "std" and not (v > 0).all():
             bad(f"cmvn.{key}", "has NaN, infinite" + (" or non-positive" if key == "std" else "") + " values")
+    seg = d["train"].get("segment_frames")  # the separator's default segment length
+    if seg is not None and not (_is_int(seg) and 0 < seg <= 10**6 or isinstance(seg, (list, tuple)) and all(
+            _is_int(v) and 0 < v <= 10**6 for v in seg)):
+        bad("train.segment_frames", f"must be a positive number of frames (or a list of them), got {seg!r}")
     for name, t in d["model_state"].items():
         if not isinstance(t, torch.Tensor):
             bad(f"model_state.{name}", f"is not a tensor ({type(t).__name__})")
         if t.is_floating_point() and not torch.isfinite(t).all():
             n = int((~torch.isfinite(t)).sum())
             bad(f"parameter {name}", f"has {n} NaN or infinite value{'s' if n > 1 else ''} (a diverged training run?)")
+    _check_weights_fit(d, bad)
+
+
+def _check_weights_fit(d, bad):
+    """The weights' names and shapes against the network that model_conf builds (on the meta device: no memory)."""
+    from sepkit.nets import build_model
+
+    try:
+        with torch.device("meta"):
+            want = build_model(d["model_conf"]).state_dict()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        bad("model_conf", f"cannot build a network ({(str(exc).strip().splitlines() or [type(exc).__name__])[0]})")
+    have = d["model_state"]
+    missing, extra = [k for k in want if k not in have], [k for k in have if k not in want]
+    if missing or extra:
+        bad("model_state", f"does not fit model_conf: {len(missing)} weight(s) missing (e.g. {missing[:1]}), "
+                           f"{len(extra)} unexpected (e.g. {extra[:1]})")
+    for k, t in want.items():
+        if tuple(have[k].shape) != tuple(t.shape) or have[k].dtype.is_floating_point != t.dtype.is_floating_point:
+            bad(f"parameter {k}", f"has shape {tuple(have[k].shape)} ({have[k].dtype}), model_conf needs "
+                                  f"{tuple(t.shape)} ({t.dtype}): the settings do not fit the weights")
+
+
+def one_line(text, limit=300):
+    """``text`` with control characters escaped and cut to ``limit`` characters: safe for one error line."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def build_from_dict(d, device="cpu"):

@@ -43,6 +43,7 @@ import torch
 
 from sepkit.cluster import kmeans, name_clusters_lowfreq
 from sepkit.model_io import build_from_dict, load_model_dict
+from sepkit.names import check_names
 from sepkit.phase import misi
 from sepkit.blockwise import nearest as _nearest
 from sepkit.blockwise import plan_segments, subsample_bins
@@ -64,6 +65,30 @@ BLOCK_FRAMES = 4096  # frames per STFT / inverse-STFT block
 
 class SeparationError(ValueError):
     """A waveform or option that cannot be separated; one line, without the file name."""
+
+
+MISI_MAX = 1000  # MISI iterations: each widens every block by one window; gains stop after a few tens
+
+
+def check_device(device):
+    """``device`` as a ``torch.device`` this torch can use, else :class:`SeparationError` (one line)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise SeparationError(f"device {device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SeparationError(f"device {device!r}: this torch sees no CUDA device "
+                                  f"({'a CPU-only build' if torch.version.cuda is None else 'no GPU or driver'}); "
+                                  "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SeparationError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        try:
+            torch.empty(1, device=dev)
+        except (RuntimeError, AssertionError) as exc:
+            raise SeparationError(f"device {device!r} cannot be used ({(str(exc).splitlines() or [''])[0]})") from None
+    return dev
 
 
 def resolve_dtype(dtype, device):
@@ -142,11 +167,11 @@ class Separator:
                  batch_size=DEFAULT_BATCH, silence_db=40.0, kmeans_points=KMEANS_POINTS, kmeans_n_init=1,
                  seed=0, dc_memory_mb=DC_MEMORY_MB, residual=False, progress=False, block_frames=BLOCK_FRAMES,
                  misi_iters=0):
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.autocast_dtype = resolve_dtype(dtype, self.device)
         self.model, self.frontend, self.cmvn = build_from_dict(model_dict, self.device)
         self.cmvn.mean, self.cmvn.std = self.cmvn.mean.to(self.device), self.cmvn.std.to(self.device)
-        self.sources = list(model_dict["sources"])
+        self.sources = check_names(list(model_dict["sources"]), "model sources", at_least=2)  # they name files
         self.n_clusters = int(model_dict["model_conf"].get("n_sources", len(self.sources)))
         self.heads = [h for h in ("mi", "dc") if h in self.model.heads]
         self.mask_bins = self.model.mask_bins  # mel (paper) or linear: the bins of masks, silence and naming
@@ -162,9 +187,9 @@ class Separator:
         self.dc_memory_bytes = int(dc_memory_mb * 2**20)
         self.residual, self.progress, self.block_frames = bool(residual), progress, int(block_frames)
         self.misi_iters = int(misi_iters)
-        if self.misi_iters < 0 or (self.misi_iters and self.residual):
-            raise SeparationError(f"misi_iters must be >= 0 (got {misi_iters}) and needs every source masked "
-                                  "(it cannot be combined with residual)")
+        if not 0 <= self.misi_iters <= MISI_MAX or (self.misi_iters and self.residual):
+            raise SeparationError(f"misi_iters must be in [0, {MISI_MAX}] (got {misi_iters}) and needs every source "
+                                  "masked (it cannot be combined with residual)")
         import librosa
 
         c = self.frontend.config

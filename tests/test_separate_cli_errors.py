@@ -167,5 +167,6 @@ def test_earlier_outputs_are_kept_without_overwrite(tmp_path, capsys, exp_dir): 
     rc, lines = run_cli(capsys, "--model", exp_dir, "--outdir", out, src)
     assert rc == 1 and len(lines) == 1 and str(out / "a") in lines[0] and "--overwrite" in lines[0], lines
     assert outputs(out) == ["a", "a/notes.txt"]
-    rc, lines = run_cli(capsys, "--overwrite", "--model", exp_dir, "--outdir", out, src)
-    assert rc == 0 and outputs(out) == ["a", "a/accompaniment.wav", "a/vocals.wav"]
+    rc, lines = run_cli(capsys, "--overwrite", "--model", exp_dir, "--outdir", out, src)  # not sepkit's folder
+    assert rc == 1 and len(lines) == 1 and "not made by sepkit" in lines[0] and "nothing was changed" in lines[0], lines
+    assert outputs(out) == ["a", "a/notes.txt"] and (out / "a" / "notes.txt").read_text() == "mine"

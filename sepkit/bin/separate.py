@@ -28,14 +28,18 @@ written (no empty folder after an error), and outputs follow the umask. Outputs 
 an earlier run or of the user, are never replaced without ``--overwrite``.
 """
 import argparse
+import json
 import logging
 import os
+import re
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
 
-from sepkit.audio import AudioError, path_problem, umask_mkdtemp
+from sepkit.audio import AudioError, atomic_path, path_problem, umask_mkdtemp
+from sepkit.names import check_names
 
 PROG = "sepkit-separate"
 logger = logging.getLogger("sepkit.bin.separate")
@@ -81,7 +85,26 @@ def get_parser():
 
 
 def error(msg):
-    print(f"{PROG}: error: {msg}", file=sys.stderr, flush=True)
+    from sepkit.model_io import one_line
+
+    print(f"{PROG}: error: {one_line(msg, limit=2000)}", file=sys.stderr, flush=True)
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so the temporary outputs of the file at hand are removed."""
+
+
+def _stop(signum, frame):
+    raise Stopped(signum)
+
+
+def _catch_stop_signals():
+    """Turn SIGTERM/SIGHUP into :class:`Stopped` (where they are not ignored, e.g. under nohup); returns the old handlers."""
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            old[sig] = signal.signal(sig, _stop)
+    return old
 
 
 def check_outdir(outdir):
@@ -104,42 +127,122 @@ def check_outdir(outdir):
         raise FileError(f"{outdir}: output directory cannot be written ({why})")
 
 
+MANIFEST = ".sepkit-separate.json"  # in every output folder: what this tool wrote there (and may replace)
+_TEMP = re.compile(r"\.(?P<name>.+)\.sepkit-(?P<pid>\d+)\.(?:[^./]+\.tmp|old)\Z")  # our hidden work folders
+
+
+def ownership_problem(dest):
+    """Why ``--overwrite`` may not replace ``dest``, or ``None`` when it is an output folder of this tool.
+
+    It is one when it is a real directory holding :data:`MANIFEST` and nothing but the files that
+    the manifest lists: a folder of the user's (the input's own folder with ``--outdir .``), a
+    file, a link, or an output folder where the user has put files of their own is never replaced.
+    """
+    if dest.is_symlink() or not dest.is_dir():
+        return "is not a folder that sepkit-separate made (a file or a link)"
+    try:
+        listed = json.loads((dest / MANIFEST).read_text())["files"]
+        check_names([Path(f).stem for f in listed], dest / MANIFEST, "output")
+        if not all(isinstance(f, str) and f.endswith(".wav") for f in listed):
+            raise ValueError
+    except FileNotFoundError:
+        return f"was not made by sepkit-separate (no {MANIFEST} in it)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"has an unreadable {MANIFEST}"
+    others = sorted(set(os.listdir(dest)) - set(listed) - {MANIFEST})
+    if others:
+        return f"holds files that sepkit-separate did not write ({', '.join(others[:3])}{', ...' if others[3:] else ''})"
+    return None
+
+
+def remove_stale_temporaries(outdir):
+    """Remove the hidden work folders that killed runs left in ``outdir`` (their process no longer exists).
+
+    A SIGKILL (or a power cut) cannot be caught: the next run in the same ``--outdir`` cleans up.
+    Only folders named by this tool whose process is gone and that hold nothing but its outputs go.
+    """
+    try:
+        entries = os.listdir(outdir)
+    except OSError:
+        return
+    for entry in entries:
+        m = _TEMP.match(entry)
+        path = outdir / entry
+        if m is None or path.is_symlink() or not path.is_dir() or _alive(int(m["pid"])):
+            continue
+        files = os.listdir(path)
+        if all(f == MANIFEST or f.endswith(".wav") or f.startswith(".") and f.endswith(".tmp") for f in files):
+            shutil.rmtree(path, ignore_errors=True)
+            logger.info("removed %s, left by an interrupted run (process %s)", path, m["pid"])
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def plan_outputs(files, outdir, overwrite):
     """``[(input, output dir or FileError)]``; outputs named after the input without its extension."""
     seen, plan = {}, []
     for f in files:
         name = Path(f).stem or Path(f).name
         dest = outdir / name
+        if name in (".", ".."):  # "..wav": the output folder would be OUT itself or its parent
+            plan.append((f, FileError(f"{f}: its name without the extension is {name!r}, which cannot name an "
+                                      "output folder; rename the file")))
+            continue
         if name in seen:
             plan.append((f, FileError(f"{f}: output {dest} would also be written by {seen[name]}; rename one")))
             continue
         seen[name] = f
-        if (dest.exists() or dest.is_symlink()) and not overwrite:
-            plan.append((f, FileError(f"{f}: output {dest} exists (use --overwrite to replace it)")))
-            continue
-        plan.append((f, dest))
+        problem = existing_output_problem(dest, overwrite)
+        plan.append((f, FileError(f"{f}: output {problem}") if problem else dest))
     return plan
+
+
+def existing_output_problem(dest, overwrite):
+    """``None`` when ``dest`` may be written (absent, or ours with ``overwrite``), else why not (naming it)."""
+    if not (dest.exists() or dest.is_symlink()):
+        return None
+    if not overwrite:
+        return f"{dest} exists (use --overwrite to replace it)"
+    problem = ownership_problem(dest)
+    if problem is not None:
+        return (f"{dest} {problem}; --overwrite replaces only sepkit-separate's own outputs, so nothing was "
+                "changed (move it, or choose another --outdir)")
+    return None
 
 
 def write_outputs(dest, write, overwrite):
     """``write(tmp)`` writes the outputs into a temporary directory renamed onto ``dest``: complete or nothing.
 
-    ``dest`` (and the output directory, made here on the first output, removed again if that output
-    fails) follow the umask. Returns what ``write`` returns.
+    ``write`` returns ``(result, [file names written])``; the names go into :data:`MANIFEST`, which
+    marks the folder as this tool's. ``dest`` (and the output directory, made here on the first
+    output, removed again if that output fails) follow the umask. A ``dest`` already there is
+    replaced only when ``overwrite`` and it is this tool's (:func:`ownership_problem`); what it held
+    is removed file by file, never a whole tree. Returns what ``write`` returns first.
     """
     made = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = umask_mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    tmp = umask_mkdtemp(prefix=f".{dest.name}.sepkit-{os.getpid()}.", suffix=".tmp", dir=dest.parent)
     old = None
     try:
         try:
-            result = write(tmp)
+            result, names = write(tmp)
         except AudioError as exc:  # name the output, not the hidden temporary directory
             raise AudioError(str(exc).replace(str(tmp), str(dest))) from None
+        with atomic_path(tmp / MANIFEST) as mtmp:
+            Path(mtmp).write_text(json.dumps({"written_by": PROG, "files": sorted(names)}, indent=1) + "\n")
+        problem = existing_output_problem(dest, overwrite)  # again: the folder may have changed meanwhile
+        if problem is not None:
+            raise FileError(problem)
         if dest.exists() or dest.is_symlink():
-            if not overwrite:
-                raise FileError(f"{dest}: exists (use --overwrite to replace it)")
-            old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
+            old = dest.with_name(f".{dest.name}.sepkit-{os.getpid()}.old")
             os.rename(dest, old)
         os.rename(tmp, dest)
     except BaseException:
@@ -153,8 +256,22 @@ def write_outputs(dest, write, overwrite):
                 break
         raise
     if old is not None:
-        shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+        remove_own_outputs(old)
     return result
+
+
+def remove_own_outputs(folder):
+    """Remove the files that :data:`MANIFEST` lists, the manifest, then the folder (if nothing else is left)."""
+    listed = json.loads((folder / MANIFEST).read_text())["files"]
+    for f in [*listed, MANIFEST]:
+        try:
+            (folder / f).unlink()
+        except FileNotFoundError:
+            pass
+    try:
+        folder.rmdir()
+    except OSError:
+        logger.warning("%s: left in place (it holds files this tool did not write)", folder)
 
 
 def separate_file(sep, path, dest, args):
@@ -162,7 +279,7 @@ def separate_file(sep, path, dest, args):
 
     def write(tmp):  # streamed, file to file: memory does not grow with the input's length
         outs = {name: tmp / f"{name}.wav" for name in sep.sources}
-        return sep.separate_file(path, outs, head=args.head, subtype=args.subtype)
+        return sep.separate_file(path, outs, head=args.head, subtype=args.subtype), [p.name for p in outs.values()]
 
     t0 = time.perf_counter()
     try:
@@ -196,6 +313,22 @@ def load_separator(args):
 
 
 def main(argv=None):
+    try:
+        old = _catch_stop_signals()
+    except ValueError:  # not the main thread: signals stay as they are
+        old = {}
+    try:
+        return _main(argv)
+    except Stopped as exc:
+        sig = signal.Signals(exc.args[0])
+        error(f"stopped by {sig.name}; the file being separated has no output, earlier files are complete")
+        return 128 + sig.value
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv=None):
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format=f"{PROG}: %(message)s")
     if args.segment is not None and args.segment < 1:
@@ -218,6 +351,7 @@ def main(argv=None):
         error(exc)
         return 1
     failed = 0
+    remove_stale_temporaries(outdir)
     for path, dest in plan_outputs(args.files, outdir, args.overwrite):
         try:
             if isinstance(dest, FileError):
