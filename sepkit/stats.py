@@ -31,7 +31,10 @@ by ``sqrt(S / (S - 1))``) had the right variance but the tails of a normal: wher
 than the files, its 95% interval covered the true difference in 79% / 88% / 91% of simulated grids
 with 2 / 3 / 5 seeds (1500 each); this one in 98% / 97% / 96% (tests/test_stats_coverage.py; 2 seeds
 is conservative because Welch's degrees of freedom are then between 1 and 2). The seed-by-file noise is
-counted by both terms, which errs on the wide side by ``O(1 / n_files)``.
+counted by both terms, which errs on the wide side by ``O(1 / n_files)``; so does treating the
+seeds of A and B as independent where they are two heads of one network (the same run per seed).
+The price of honesty with 3 seeds: Welch's 2-4 degrees of freedom keep p above ~0.001 unless a
+difference dwarfs the seed spread, so few claims pass Holm's correction over dozens of them.
 """
 import math
 

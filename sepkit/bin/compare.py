@@ -17,8 +17,11 @@ Markdown gives, per source, the mean over seeds of the set-level figure (length-
 files), its standard deviation over seeds and the 95% t-interval over seeds; the paper's own
 SI-SDRi beside it where ``--paper-set`` says the set is one of the paper's. Each ``--pair "A > B"``
 (the claim "A is better than B"; ``@ SET[,SET]`` limits it to those sets) gives the paired
-difference per file averaged over seeds, a bootstrap interval over files and seeds
-(:mod:`sepkit.stats`) and a verdict: holds / reversed / inconclusive. ``--plot`` draws the
+difference per file averaged over seeds, an interval over files (bootstrap) and seeds (Student t),
+its p-value (:mod:`sepkit.stats`) and a verdict: holds / reversed / inconclusive, raw and after
+Holm's correction over every claim row; a table gives every metric's verdict of each claim.
+COMPARE.md warns of fewer than 3 seeds per system or a set of fewer than 10 files; systems with
+unequal numbers of seeds, or a listed run without scores, are refused. ``--plot`` draws the
 per-system means and intervals of the first metric and source (PNG).
 """
 import argparse
