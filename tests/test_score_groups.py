@@ -33,8 +33,8 @@ def test_length_weighted_means_per_singer_by_hand(tmp_path, capsys):
     assert sc["annar"]["nsdr"][1] == pytest.approx(2.0)
     assert sc["yifen"]["si_sdri"][0] == pytest.approx(-2.0) and sc["yifen"]["n"] == 1
     # all: SI-SDRi V = (8 + 48 - 8) / 12 = 4; GNSDR M = (2*2 + 4*4) / 6
-    assert sc["all"]["si_sdri"][0] == pytest.approx(4.0)
-    assert sc["all"]["nsdr"][1] == pytest.approx(20.0 / 6.0)
+    assert sc["all files"]["si_sdri"][0] == pytest.approx(4.0)
+    assert sc["all files"]["nsdr"][1] == pytest.approx(20.0 / 6.0)
     text = out.read_text()
     assert "| annar | 2 | 7.00 |" in text and text == capsys.readouterr().out
 
@@ -44,3 +44,20 @@ def test_unmatched_utterance_is_one_line_error(tmp_path, capsys):
     assert score_groups.main([str(d)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nounderscore" in err
+
+
+def test_a_group_named_all_keeps_its_row(tmp_path):
+    d = _write(tmp_path / "s", [["all_1", 1.0, "0 1", 2.0, 2.0, 2.0, 2.0], ["bob_1", 3.0, "0 1", 6.0, 6.0, 6.0, 6.0]])
+    _, rows = score_groups.read_per_utt(d / "per_utt.csv")
+    sc = score_groups.group_scores(rows, ["vocals", "accompaniment"], r"^([^_]+)_")
+    assert sc["all"]["n"] == 1 and sc["all"]["si_sdri"][0] == pytest.approx(2.0)  # the group, not every file
+    assert sc["all files"]["n"] == 2 and sc["all files"]["si_sdri"][0] == pytest.approx(5.0)
+    text = score_groups.table("s", ["vocals", "accompaniment"], sc)
+    assert "| all | 1 | 2.00 |" in text and "| all files | 2 | 5.00 |" in text
+
+
+def test_an_utterance_listed_twice_is_refused(tmp_path, capsys):
+    d = _write(tmp_path / "s", [["annar_1", 1.0, "0 1", 2.0, 2.0, 2.0, 2.0], ["annar_1", 1.0, "0 1", 2.0, 2, 2, 2]])
+    assert score_groups.main([str(d)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "annar_1 is listed twice" in err and "per_utt.csv" in err

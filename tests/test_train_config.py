@@ -64,6 +64,13 @@ def test_bad_yaml_is_one_line_naming_file_and_key(tmp_path, capsys, text, messag
     (["--curriculum", "100,500:3"], "only the last stage may omit its epochs"),
     (["--curriculum", "100:10,500", "--epochs", "10"], "leaves no epochs for its last stage"),
     (["--optimizer", "sgd"], "invalid choice"),
+    (["--grad_clip=-1"], "--grad-clip: expected a finite number > 0, got '-1'"),  # trained uphill, exit 0
+    (["--grad_clip", "0"], "expected a finite number > 0, got '0'"),
+    (["--lr=-1e-3"], "argument --lr: expected a finite number > 0, got '-1e-3'"),  # was a traceback
+    (["--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
+    (["--weight_decay=-1"], "--weight-decay: expected a finite number >= 0, got '-1'"),  # was a traceback
+    (["--lr_factor", "1.5"], "--lr-factor: expected a number in (0, 1], got '1.5'"),
+    (["--min_lr=-1"], "--min-lr: expected a finite number >= 0, got '-1'"),
 ])
 def test_bad_values(capsys, argv, message):
     with pytest.raises(SystemExit):

@@ -222,3 +222,13 @@ def test_device_and_misi_options_one_line(tmp_path, capsys, exp_dir):  # noqa: F
         rc, lines = run_cli(capsys, *opts, "--model", exp_dir, "--outdir", tmp_path / "out", src)
         assert rc == 1 and len(lines) == 1 and words in lines[0], (opts, lines)
         assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bad", ["voc\x00als", "..", "-x", "a\\b"])
+def test_data_dir_sources_are_safe_names(tmp_path, bad):
+    from sepkit.data.datadir import DataDir, DataDirError
+
+    (tmp_path / "sources").write_text(f"{bad}\naccompaniment\n")
+    (tmp_path / "wav.scp").write_text("u1 /dev/null\n")
+    with pytest.raises(DataDirError, match="invalid source name"):
+        DataDir(tmp_path)

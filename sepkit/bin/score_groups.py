@@ -8,9 +8,10 @@ For each ``SCOREDIR`` (written by ``python -m sepkit.bin.score``) the files are 
 group of the regular expression ``--group`` matched against the utterance id (default: the text
 before the first ``_``, i.e. the singer of a MIR-1K clip ``annar_3_04``), and each group gets the
 set-level figures of ``result.json`` computed on its files only: length-weighted means of the
-per-file SI-SDRi and BSS eval v3 NSDR (GNSDR), per source, as in ``score``. A row ``all`` covers every
-file. This is what keeps a tuning singer apart from a reported one when both are in one test set.
-An utterance id that does not match is an error naming the file.
+per-file SI-SDRi and BSS eval v3 NSDR (GNSDR), per source, as in ``score``. A last row ``all files``
+covers every file (a group may itself be called ``all``). This is what keeps a tuning singer apart
+from a reported one when both are in one test set. An utterance id that does not match, or one
+listed twice, is an error naming the file.
 """
 import argparse
 import csv
@@ -42,11 +43,20 @@ def read_per_utt(path):
     if not rows:
         raise ValueError(f"{path}: no scored files")
     sources = [k[:-len("_si_sdri")] for k in rows[0] if k.endswith("_si_sdri")]
+    seen = set()
+    for row in rows:  # a file scored twice would count twice in every mean
+        if row.get("utt") in seen:
+            raise ValueError(f"{path}: utterance {row['utt']} is listed twice")
+        seen.add(row.get("utt"))
     return sources, rows
 
 
+ALL = "all files"  # the row over every file: utterance ids hold no spaces, so no group can take this name
+
+
 def group_scores(rows, sources, pattern):
-    """``{group: {key: (C,) array, "n": files, "seconds": s}}`` with length-weighted means per group."""
+    """``{group: {key: (C,) array, "n": files, "seconds": s}}`` with length-weighted means per group, then
+    :data:`ALL` over every file."""
     rx = re.compile(pattern)
     groups = {}
     for row in rows:
@@ -54,7 +64,7 @@ def group_scores(rows, sources, pattern):
         if not m or not m.groups():
             raise ValueError(f"utterance {row['utt']} does not match --group {pattern!r}")
         groups.setdefault(m.group(1), []).append(row)
-    groups["all"] = rows
+    groups[ALL] = rows
     out = {}
     for name, members in groups.items():
         per_file = [{key: [float(r[f"{s}_{key}"]) if r.get(f"{s}_{key}", "") != "" else np.nan for s in sources]

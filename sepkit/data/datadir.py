@@ -24,6 +24,7 @@ import numpy as np
 
 from sepkit.audio import AudioError, atomic_path
 from sepkit.data.audiospec import load_audio, parse_spec, spec_duration, spec_files
+from sepkit.names import name_problem
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +128,9 @@ def _read_utt2dur(path):
 def _check_source_names(names, where):
     seen = set()
     for name in names:
-        if not name or any(c.isspace() for c in name) or "/" in name or name.startswith("."):
-            raise DataDirError(f"{where}: invalid source name {name!r}")
+        why = name_problem(name)  # it names <source>.scp and every output file: one safe path component
+        if why is not None:
+            raise DataDirError(f"{where}: invalid source name {name!r} ({why})")
         if name in _RESERVED:
             raise DataDirError(f"{where}: source name {name!r} is reserved")
         if name in seen:

@@ -13,6 +13,7 @@ given with ``--config``. Rules that configargparse alone does not give:
   itself a valid ``--config`` file.
 """
 import difflib
+import math
 import sys
 
 import configargparse
@@ -54,6 +55,27 @@ def _positive_int(value):
     v = int(value)
     if v <= 0:
         raise configargparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return v
+
+
+def _positive_float(value):
+    v = float(value)
+    if not (v > 0 and math.isfinite(v)):  # a negative lr or clip norm trains uphill without a word
+        raise configargparse.ArgumentTypeError(f"expected a finite number > 0, got {value!r}")
+    return v
+
+
+def _nonneg_float(value):
+    v = float(value)
+    if not (v >= 0 and math.isfinite(v)):
+        raise configargparse.ArgumentTypeError(f"expected a finite number >= 0, got {value!r}")
+    return v
+
+
+def _factor(value):
+    v = float(value)
+    if not 0 < v <= 1:
+        raise configargparse.ArgumentTypeError(f"expected a number in (0, 1], got {value!r}")
     return v
 
 
@@ -110,9 +132,9 @@ _KEYS = [
      "(the DC weight grows by (TF / active)^2 against Eq. 4); all = every bin, L_DC / TF^2, exactly "
      "Eq. (4) with the paper's alpha. Same when silence_db is none"),
     ("optimisation", "optimizer", str, "rmsprop", "rmsprop (paper) or adam"),
-    ("optimisation", "lr", float, 1e-3, "initial learning rate"),
-    ("optimisation", "weight_decay", float, 0.0, "L2 weight decay"),
-    ("optimisation", "grad_clip", optional(float), 5.0, "clip the global gradient norm to this; none = no clipping"),
+    ("optimisation", "lr", _positive_float, 1e-3, "initial learning rate"),
+    ("optimisation", "weight_decay", _nonneg_float, 0.0, "L2 weight decay"),
+    ("optimisation", "grad_clip", optional(_positive_float), 5.0, "clip the global gradient norm to this; none = no clipping"),
     ("optimisation", "batch_size", _positive_int, 16,
      "GLOBAL batch size (segments per step over all processes); must divide by the number of processes"),
     ("optimisation", "epochs", _positive_int, 100, "maximum number of epochs (all curriculum stages together)"),
@@ -130,8 +152,8 @@ _KEYS = [
     ("optimisation", "warmup_steps", _nonneg_int, 0, "linear warm-up steps of lr_schedule cosine"),
     ("optimisation", "lr_patience", _nonneg_int, 3,
      "reduce the learning rate after this many epochs without a better validation loss"),
-    ("optimisation", "lr_factor", float, 0.5, "learning-rate reduction factor"),
-    ("optimisation", "min_lr", float, 1e-6, "learning rate floor"),
+    ("optimisation", "lr_factor", _factor, 0.5, "learning-rate reduction factor"),
+    ("optimisation", "min_lr", _nonneg_float, 1e-6, "learning rate floor"),
     ("segments", "segment_frames", _positive_int, 100, "training segment length in frames (paper: 100)"),
     ("segments", "curriculum", _curriculum, None,
      "curriculum as FRAMES:EPOCHS stages, e.g. '100:30,500' (MIREX: 100-frame segments, then 500); "
