@@ -224,6 +224,82 @@ def test_run_signal_reaches_what_a_job_started(tmp_path):
         _cleanup(proc, pids)
 
 
+def _processes_in(cwd):
+    """The pids of the processes whose working directory is ``cwd`` (a test's: its runner, jobs, watchers)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and int(entry) != os.getpid() and os.readlink(f"/proc/{entry}/cwd") == str(cwd):
+                out.append(int(entry))
+        except OSError:
+            pass
+    return [p for p in out if _alive(p)]
+
+
+def _start_runner(tmp_path, args, files):
+    """Start ``run.py args`` in its own session (a stage's process group); return it once ``files`` exist."""
+    proc = subprocess.Popen([str(UTILS / "run.py")] + args, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_default_signals)
+    _wait_for(lambda: all((tmp_path / f).is_file() and (tmp_path / f).read_text().endswith("\n") for f in files),
+              60, "running jobs")
+    return proc
+
+
+def _sigkill_and_check(tmp_path, proc, kill, pids):
+    """SIGKILL the runner (or its process group); every process of the test must be gone within 5 s."""
+    try:
+        running = set(_processes_in(tmp_path)) | set(pids)
+        assert all(_alive(p) for p in pids)
+        if kill == "group":
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        _wait_for(lambda: not any(_alive(p) for p in running), 5, "end of every process of the jobs")
+        assert not _processes_in(tmp_path)
+    finally:  # what the old runner left running
+        _cleanup(proc, set(pids) | set(_processes_in(tmp_path)))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("kill", ["runner", "group"])
+@pytest.mark.parametrize("job", ["compound", "new_session"])
+def test_run_sigkill_stops_every_process_a_job_started(tmp_path, job, kill):
+    # a compound job's children (sleep; echo), and a child in a session of its own (as torchrun's workers)
+    command = {"compound": "echo $$ > pid.JOB; sleep 300; echo",
+               "new_session": "setsid sleep 300 & echo $! $$ > pid.JOB; wait"}[job]
+    proc = _start_runner(tmp_path, ["JOB=1:2", "log/j.JOB.log", command], ["pid.1", "pid.2"])
+    time.sleep(0.2)  # the compound job's sleep has started
+    pids = [int(p) for f in ("pid.1", "pid.2") for p in (tmp_path / f).read_text().split()]
+    _sigkill_and_check(tmp_path, proc, kill, pids)
+
+
+WORKER = """import os, sys, time
+rank = os.environ["RANK"]
+with open(f"worker.{rank}.tmp", "w") as f:
+    f.write(f"{os.getpid()}\\n")
+os.rename(f"worker.{rank}.tmp", f"worker.{rank}")
+while True:  # 'trains': writes a checkpoint every 0.1 s
+    with open(f"ckpt.{rank}", "w") as f:
+        f.write(str(time.time()))
+    time.sleep(0.1)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("kill", ["runner", "group"])
+def test_run_sigkill_stops_torchrun_workers(tmp_path, kill):
+    # torchrun's workers run in sessions of their own, as grandchildren of the runner's job
+    (tmp_path / "worker.py").write_text(WORKER)
+    command = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node 2 worker.py"
+    proc = _start_runner(tmp_path, ["log/train.log", command], ["worker.0", "worker.1"])
+    pids = [int((tmp_path / f"worker.{r}").read_text()) for r in (0, 1)]
+    _sigkill_and_check(tmp_path, proc, kill, pids)
+    stamps = [(tmp_path / f"ckpt.{r}").read_text() for r in (0, 1)]
+    time.sleep(0.3)
+    assert stamps == [(tmp_path / f"ckpt.{r}").read_text() for r in (0, 1)]  # no more checkpoints
+
+
 # ------------------------------------------------------------------------------------ slurm.py
 
 FAKE_SBATCH = """#!/usr/bin/env bash
@@ -495,3 +571,22 @@ def test_train_exp_overwrite_moves_the_exp_dir_aside(tmp_path):
     assert (old / "separate_test_mi" / "vocals.scp").read_text() == f"u1 exp/{old.name}/separate_test_mi/wav/u1.wav\n"
     assert (exp / "model.pt").read_text() != old_model and not (exp / "notes.txt").exists()
     assert (exp / ".done").is_file()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc (Linux)")
+def test_slurm_sigkill_stops_the_client_and_scancels(tmp_path, fake_sbatch):
+    bindir = Path(fake_sbatch["FAKE_SBATCH_DIR"])
+    (bindir / "scancel").write_text(FAKE_SCANCEL)
+    (bindir / "scancel").chmod(0o755)
+    proc, pids = _start_jobs(tmp_path, "slurm.py", "echo $$ > pid.JOB; exec sleep 60", env=fake_sbatch)
+    try:
+        jobs = [re.search(r"Submitted batch job (\d+)", (tmp_path / "log" / "q" / f"j.{j}.sbatch").read_text()).group(1)
+                for j in (1, 2)]
+        proc.kill()
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        _wait_for(lambda: (bindir / "scancel.args").is_file() and len((bindir / "scancel.args").read_text().split()) == 2,
+                  10, "scancel of both jobs")
+        assert sorted((bindir / "scancel.args").read_text().split()) == sorted(jobs)
+        _wait_for(lambda: not any(_alive(p) for p in pids), 5, "end of the sbatch clients")
+    finally:
+        _cleanup(proc, pids)

@@ -21,14 +21,19 @@ Exit status: 0 when every job succeeded, else 1 with '<prog>: k/n jobs failed, l
 naming the first failing job's log on stderr. Standard library only (no sepkit import).
 
 Jobs die with the runner: they stay in its process group (Ctrl-C, or a kill of the stage's process
-group, reaches them too); on Linux each one gets SIGKILL when the runner dies, even by SIGKILL
-(parent-death signal); a SIGTERM, SIGINT or SIGHUP of the runner is passed on to every running job
-and the processes it started (SIGKILL after 5 s), then the runner exits with 128 + the signal
-number, saying so. A signal ignored when the runner starts (nohup, a background job) stays ignored.
+group, reaches them too), and each job is watched by a small process of its own (this script, outside
+that process group) that SIGKILLs the job and every process it started as soon as the runner is gone,
+even by SIGKILL, or by a SIGKILL of the stage's process group: on Linux the watcher adopts the orphans of
+the job (child subreaper), so what left the job's process group or session (torchrun's workers, a
+shell's background children) is found too. A SIGTERM, SIGINT or SIGHUP of the runner is passed on to
+every running job and the processes it started (SIGKILL after 5 s), then the runner exits with 128 +
+the signal number, saying so. A signal ignored when the runner starts (nohup, a background job) stays
+ignored.
 """
 import ctypes
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -158,22 +163,129 @@ class Interrupted(KeyboardInterrupt):
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 STOP_GRACE = 5.0  # seconds between the forwarded signal and SIGKILL
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+WATCH = "--watch-job"  # run.py WATCH FD PGID COMMAND...: the watcher of one job (see watch_job)
 try:
     _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 except (OSError, AttributeError):
     _prctl = None
 
 
-def _die_with(parent):
-    """A preexec_fn: SIGKILL this child when the thread that started it ends (the runner died).
+def _watched(argv, pipe_fd, then=None):
+    """The command line of the watcher of the job ``argv`` (run.py WATCH FD PGID [--then CMD] argv...)."""
+    here = os.path.abspath(__file__)
+    then = [] if then is None else ["--then", then]
+    return [sys.executable or "python3", "-S", here, WATCH, str(pipe_fd), str(os.getpgrp())] + then + list(argv)
 
-    The thread must live as long as the child: each job is started and waited for by one worker."""
-    def preexec():
-        if _prctl is not None:
-            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the runner died before prctl
-            os._exit(128 + signal.SIGKILL)
-    return preexec
+
+def _own_process_group():
+    """A preexec_fn: the watcher leaves the runner's process group, so that a kill of that group
+    (the job's too) does not reach it."""
+    os.setpgid(0, 0)
+
+
+def _reap(pid, status):
+    """Reap every ended child (the job, and orphans adopted as a subreaper); returns the wait status of
+    ``pid`` when it has ended (else ``status``)."""
+    while True:
+        try:
+            ended, st = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return status
+        if ended == 0:
+            return status
+        if ended == pid:
+            status = st
+
+
+def _kill_descendants():
+    """SIGKILL every live descendant of this process (adopted orphans included), until none is left."""
+    me = os.getpid()
+    for _ in range(200):
+        left = [p for p in _process_tree([me]) if p != me and _alive(p)]
+        if not left:
+            return
+        _kill(left, signal.SIGKILL)
+        _reap(-1, None)
+        time.sleep(0.01)
+
+
+def watch_job(argv):
+    """The watcher of one job: ``run.py WATCH FD PGID [--then CMD] COMMAND...`` runs COMMAND in the
+    process group PGID (the runner's) and exits with its code. FD is the read end of a pipe whose write
+    end only the runner holds: when it ends, the runner is gone (whatever killed it), and the watcher
+    SIGKILLs the job and everything it started, runs the shell command CMD if given (utils/slurm.py:
+    scancel the job), then exits with 137. On Linux the watcher is a child subreaper: the
+    orphans of the job's processes (torchrun's workers when torchrun was killed, which run in sessions
+    of their own) are its children then, and are found. The forwarded signals (SIGTERM, SIGINT, SIGHUP)
+    do not stop the watcher: the runner sends them to the job, whose code the watcher then returns."""
+    if len(argv) < 3 or not argv[0].isdigit() or not argv[1].isdigit():
+        sys.stderr.write(f"run.py {WATCH}: expected FD PGID COMMAND...\n")
+        return 2
+    runner_fd, pgid, command = int(argv[0]), int(argv[1]), argv[2:]
+    then = None
+    if command[0] == "--then":
+        then, command = command[1], command[2:]
+    if not command:
+        sys.stderr.write(f"run.py {WATCH}: no command\n")
+        return 2
+    os.set_inheritable(runner_fd, False)
+    if _prctl is not None:
+        _prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    wake_r, wake_w = os.pipe()  # woken by every signal: SIGCHLD (an ended child), the forwarded ones
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    for signum in FORWARDED:
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored (nohup): the job ignores it too
+            signal.signal(signum, lambda *_: None)  # a handler, not SIG_IGN: the job gets the default
+    watcher = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the job
+        try:
+            try:
+                os.setpgid(0, pgid)
+            except OSError:
+                pass  # the runner's group is gone: the runner is dead, the watcher stops this job at once
+            if _prctl is not None:
+                _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != watcher:
+                os._exit(128 + signal.SIGKILL)
+            os.execvp(command[0], command)
+        except OSError as exc:
+            os.write(2, f"run.py: cannot run {command[0]}: {exc.strerror or exc}\n".encode())
+        os._exit(127)
+    status, stopping = None, False
+    while status is None:
+        ready, _, _ = select.select([runner_fd, wake_r], [], [])
+        if wake_r in ready:
+            os.read(wake_r, 4096)
+        if runner_fd in ready:
+            if not os.read(runner_fd, 1):  # end of file: the runner is gone
+                _orphaned(then)
+                return 128 + signal.SIGKILL
+            stopping = True  # a byte: the runner stops the job itself (Children.stop)
+        status = _reap(pid, status)
+    # A job killed by a signal that the runner did not send may have died with the runner (a kill of the
+    # stage's process group): its orphans, adopted here, are stopped when the runner's end follows soon.
+    wait = 1.0 if os.WIFSIGNALED(status) and not stopping else 0
+    ready, _, _ = select.select([runner_fd], [], [], wait)
+    if ready and not os.read(runner_fd, 1):
+        _orphaned(then)
+    return exit_code(os.waitstatus_to_exitcode(status))
+
+
+def _orphaned(then):
+    """The runner is gone: stop what is left of the job, then run ``then`` (a shell command) if any."""
+    _kill_descendants()
+    if then:
+        for signum in FORWARDED + (signal.SIGCHLD,):
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, signal.SIG_DFL)
+        try:
+            subprocess.run(["bash", "-c", then], stdin=subprocess.DEVNULL, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            sys.stderr.write(f"run.py: {then}: {exc}\n")
 
 
 def _process_tree(pids):
@@ -229,19 +341,30 @@ class Children:
         self.procs = set()
         self.closed = False
 
-    def start(self, argv, **kwargs):
-        """``subprocess.Popen(argv, **kwargs)`` that dies with the calling thread; None once closed.
-        Call ``finished(proc)`` after waiting for it, from the same thread."""
+    def start(self, argv, then=None, **kwargs):
+        """``subprocess.Popen`` of ``argv`` under its watcher (:func:`watch_job`), which stops it and all
+        it started when the runner dies, then runs the shell command ``then`` if given; None once closed.
+        Call ``finished(proc)`` after waiting for it."""
         with self.lock:
             if self.closed:
                 return None
-            proc = subprocess.Popen(argv, preexec_fn=_die_with(os.getpid()), **kwargs)
+            read_fd, write_fd = os.pipe()  # the write end stays here only: its end is the runner's death
+            try:
+                proc = subprocess.Popen(_watched(argv, read_fd, then), pass_fds=(read_fd,),
+                                        preexec_fn=_own_process_group, **kwargs)
+            except BaseException:
+                os.close(write_fd)
+                raise
+            finally:
+                os.close(read_fd)
+            proc.runner_pipe = write_fd
             self.procs.add(proc)
             return proc
 
     def finished(self, proc):
         with self.lock:
             self.procs.discard(proc)
+            os.close(proc.runner_pipe)
 
     def close(self):
         with self.lock:
@@ -252,6 +375,13 @@ class Children:
         """Start nothing more; send ``signum`` to the running processes and their descendants, and
         SIGKILL what is left of them after ``grace`` seconds. Returns how many were running."""
         procs = self.close()
+        with self.lock:  # tell the watchers that the runner stops the jobs (not a runner's death)
+            for proc in procs:
+                if proc in self.procs:  # its pipe is open (finished() closes it under the lock)
+                    try:
+                        os.write(proc.runner_pipe, b"s")
+                    except OSError:
+                        pass
         tree = _process_tree([p.pid for p in procs])
         _kill(tree, signum)
         deadline = time.monotonic() + grace
@@ -381,6 +511,8 @@ def usage_text(doc):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == WATCH:
+        return watch_job(argv[1:])
     if not argv or argv[0] in ("-h", "--help"):
         sys.stdout.write(__doc__)
         return 0 if argv else 1

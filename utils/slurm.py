@@ -25,8 +25,8 @@ Environment:
   SEPKIT_SCANCEL     the scancel program (default: scancel on PATH)
 A SIGTERM, SIGINT or SIGHUP of this script stops the `sbatch --wait` clients, scancels every job
 it submitted that has not ended and says so ('slurm.py: interrupted by SIGTERM; scancel 123 124').
-A SIGKILL cannot be caught: the submitted jobs then keep running (named after their logs:
-scancel -n NAME).
+A SIGKILL of this script (or of its process group) cannot be caught; then the watcher of each
+`sbatch --wait` client (see utils/run.py) stops it and scancels the job it submitted.
 """
 import importlib.util
 import os
@@ -112,9 +112,13 @@ class SlurmBackend:
             if self.children.closed:
                 return 130
             self.submitted.add(out)
+        scancel = shlex.quote(os.environ.get("SEPKIT_SCANCEL", "scancel"))
+        orphaned = (f"id=$(sed -n 's/^Submitted batch job \\([0-9][0-9]*\\).*/\\1/p' {shlex.quote(out)}); "
+                    f'[ -z "$id" ] || {scancel} $id')  # run by the watcher when this script is killed
         try:
             with open(out, "w") as f:
-                proc = self.children.start(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                proc = self.children.start(argv, then=orphaned, stdout=f, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL)
                 if proc is None:
                     return 130
                 code = runpy_.exit_code(proc.wait())
