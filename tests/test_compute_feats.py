@@ -225,19 +225,22 @@ def test_prepare_states(setup, tmp_path):
     assert len(aside) == 1 and (aside[0] / "cmvn.ark").read_bytes() == b"stats"
     assert sorted(p.name for p in aside[0].iterdir()) == sorted(before)
     assert str(dump) + "/" not in (aside[0] / "mix.scp").read_text()
-    assert not dump.exists() or not list(dump.iterdir())
-    shutil.copytree(dump1, dump)
+    assert [p.name for p in dump.iterdir()] == [compute_feats.RECORD]  # claimed, empty
+    shutil.copytree(dump1, dump, dirs_exist_ok=True)
     assert compute_feats.main(args + ["--overwrite"]) == compute_feats.NOT_DONE  # done: moved aside too
     assert len(list(tmp_path.glob("dump.old.*"))) == 2
 
     # an unfinished dump (interrupted: no mix.scp) loses its part files only
-    dump.mkdir()
     (dump / "mix.feats.1.ark").write_bytes(b"part")
     (dump / ".vocals.feats.2.ark.tmp").write_bytes(b"part")
+    (dump / ".mix.scp.x1y2.tmp").write_bytes(b"part")
     (dump / "utt2num_frames.feats.1").write_text("a1 3\n")
-    (dump / "notes.txt").write_text("mine\n")
+    for mine in ("notes.txt", "mix.backup.scp", "vocals.mine.scp", "utt2num_frames.orig", "mix.feats.old.ark"):
+        (dump / mine).write_text("mine\n")
     assert compute_feats.main(args) == compute_feats.NOT_DONE
-    assert sorted(p.name for p in dump.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in dump.iterdir()) == sorted([compute_feats.RECORD, "notes.txt", "mix.backup.scp",
+                                                             "vocals.mine.scp", "utt2num_frames.orig",
+                                                             "mix.feats.old.ark"])
 
 
 def test_feat_conf_errors(setup, tmp_path):
@@ -258,7 +261,7 @@ def test_length_mismatch_fails_cleanly(tmp_path, setup):
     out = tmp_path / "dump"
     with pytest.raises(SystemExit, match="utterance y2: source vocals has 3600 samples, the mixture 4000"):
         compute_feats.main(["--feat-conf", str(conf_path), str(data), str(out)])
-    assert not (out / "mix.scp").exists() and sorted(p.name for p in out.iterdir()) == []
+    assert not (out / "mix.scp").exists() and sorted(p.name for p in out.iterdir()) == [compute_feats.RECORD]
 
 
 def test_residual_warning(tmp_path, setup, caplog):
@@ -327,3 +330,119 @@ def test_real_clips(shared_data, tmp_path, caplog):
         assert mix.shape[0] == 1 + sf.info(str(path)).frames // 128 and mix.shape[1] == 150
         # |X + Y| <= |X| + |Y| per STFT bin, and mel bins are non-negative sums of bins
         assert (mix <= src.sum(-1) * (1 + 1e-4) + 1e-6).all() and mix.mean() > 1e-4
+
+
+def test_a_folder_sepkit_did_not_make_is_refused_and_kept(setup, tmp_path):
+    """Issue 23 item 5: utils/compute_feats.sh into a user's folder removed and replaced its files."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    files = {"mix.backup.scp": "a1 /x/mix.ark:1\n", "vocals.mine.scp": "a1 /x/v.ark:1\n",
+             "utt2num_frames.orig": "a1 3\n", "cmvn.ark": "my stats", "feat_conf.yaml": "n_mels: 3\n",
+             "sources": "guitar\n"}
+    for name, text in files.items():
+        (mine / name).write_text(text)
+    cmd, env = _shell_nj2(setup, mine)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert res.returncode != 0
+    errors = [ln for ln in res.stderr.splitlines() if "compute_feats" in ln and "INFO" not in ln]
+    assert len(errors) == 1 and f"{mine} holds files that sepkit did not make" in errors[0], res.stderr
+    assert "without --overwrite" in errors[0]
+    assert {p.name: p.read_text() for p in mine.iterdir()} == files  # untouched, nothing added
+    # the jobs alone (no --prepare) do not write there either
+    with pytest.raises(SystemExit, match="holds files that sepkit did not make"):
+        compute_feats.main(["--feat-conf", str(setup[2]), "--ark-name", "feats.1", str(setup[1]), str(mine)])
+    assert {p.name: p.read_text() for p in mine.iterdir()} == files
+    # --overwrite true moves the folder aside, whole, and makes the dump
+    res = subprocess.run(cmd[:-2] + ["--overwrite", "true"] + cmd[-2:], capture_output=True, text=True, env=env,
+                         cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    aside = list(tmp_path.glob("mine.old.*"))
+    assert len(aside) == 1 and {p.name: p.read_text() for p in aside[0].iterdir()} == files
+    assert FeatureDump(mine).utts == sorted(CLIPS)
+
+
+def _copy_data(data, root):
+    """A copy of ``data`` with its own audio files (so they can be rewritten)."""
+    d = DataDir(data)
+    audio = root / "audio"
+    audio.mkdir(parents=True)
+    tables = {"wav": d.wav, **{s: d.source(s) for s in d.sources}}
+    new = {name: {} for name in tables}
+    for name, table in tables.items():
+        for utt, path in table.items():
+            new[name][utt] = str(audio / Path(path).name)
+            shutil.copy2(path, new[name][utt])
+    return DataDir.create(root / "data", new.pop("wav"), new).path
+
+
+def test_stale_dump_is_recomputed(setup, tmp_path):
+    """Issue 23 item 4: a data dir remade with other audio under the same names (a remix with another
+    seed) left its dump "already done" (features of the old audio)."""
+    _, data1, conf_path, _ = setup
+    data = _copy_data(data1, tmp_path)
+    dump = tmp_path / "dump"
+    args = ["--feat-conf", str(conf_path), str(data), str(dump)]
+    assert compute_feats.main(args) == 0
+    assert compute_feats.main(["--prepare"] + args) == 0  # done: same inputs
+    conf = FeatureConfig.from_dict(CONF)
+    mix_path = DataDir(data).wav["c3"]
+    x, sr = sf.read(mix_path, dtype="float32")
+    sf.write(mix_path, 0.5 * x[::-1], sr, subtype="FLOAT")  # other audio, same name and length
+    (dump / "notes.txt").write_text("mine\n")
+    before = FeatureDump(dump).read("c3")
+    assert compute_feats.main(args) == 0  # stale: recomputed in place
+    after = FeatureDump(dump).read("c3")
+    assert np.abs(after - before).max() > 1e-3
+    np.testing.assert_allclose(after, _direct_mel(mix_path, conf), rtol=1e-4, atol=1e-6)
+    assert (dump / "notes.txt").read_text() == "mine\n" and not list(tmp_path.glob("dump.old.*"))
+    assert compute_feats.main(["--prepare"] + args) == 0
+
+    # the same utterances from another data dir: refused, not recomputed
+    with pytest.raises(SystemExit, match=rf"{dump} holds the features of another data dir \({data}\).*--overwrite"):
+        compute_feats.main(["--prepare", "--feat-conf", str(conf_path), str(data1), str(dump)])
+    # a finished dump with no record of its inputs (an older sepkit's): refused
+    (dump / compute_feats.RECORD).unlink()
+    with pytest.raises(SystemExit, match=rf"{dump} is a dump with no record of what it was computed from"):
+        compute_feats.main(["--prepare"] + args)
+    assert (dump / "mix.scp").is_file()
+
+
+def _pair(root, utt, mix_gain=1.0, src_fraction=1.0, n=8000):
+    """A data dir of one 1-s utterance at 8 kHz: mixture = mix_gain * (vocals + accompaniment), the
+    vocals file cut to src_fraction of the mixture's length."""
+    rng = np.random.default_rng(1)
+    voc, acc = 0.3 * rng.standard_normal(2 * n), 0.1 * rng.standard_normal(n)
+    paths = {name: root / f"{utt}_{name}.wav" for name in ("mix", "vocals", "accompaniment")}
+    root.mkdir(parents=True, exist_ok=True)
+    sf.write(paths["mix"], (mix_gain * (voc[:n] + acc)).astype(np.float32), 8000, subtype="FLOAT")
+    sf.write(paths["vocals"], voc[: int(round(src_fraction * n))].astype(np.float32), 8000, subtype="FLOAT")
+    sf.write(paths["accompaniment"], acc.astype(np.float32), 8000, subtype="FLOAT")
+    return DataDir.create(root / "data", {utt: str(paths["mix"])},
+                          {"vocals": {utt: str(paths["vocals"])}, "accompaniment": {utt: str(paths["accompaniment"])}})
+
+
+@pytest.mark.parametrize("residual_db,warns", [(-15.0, True), (-25.0, False)])
+def test_residual_threshold_is_minus_20_db(tmp_path, caplog, residual_db, warns):
+    """The residual |mix - sum|^2 / |mix|^2 warns above -20 dB, not at -25 dB, and at -15 dB (a
+    threshold moved to -7 dB would miss it)."""
+    r = 10 ** (residual_db / 20)  # (g - 1) / g with mix = g * sum
+    data = _pair(tmp_path, "u1", mix_gain=1 / (1 - r))
+    with caplog.at_level(logging.WARNING):
+        compute_feats.load_utt(data, "u1", 8000)
+    warned = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+    assert len(warned) == int(warns), warned
+    if warns:
+        assert f"residual {residual_db:.1f} dB" in warned[0]
+
+
+@pytest.mark.parametrize("fraction,ok", [(0.995, True), (0.98, False), (0.95, False), (1.02, False)])
+def test_length_tolerance_is_one_percent(tmp_path, fraction, ok):
+    """Sources may differ from the mixture in length by 1 %: 0.5 % is trimmed/padded, 2 % and 5 %
+    (inside a 9 % tolerance) are refused."""
+    data = _pair(tmp_path, "u1", src_fraction=fraction)
+    if ok:
+        assert compute_feats.load_utt(data, "u1", 8000).shape == (3, 8000)
+    else:
+        with pytest.raises(SystemExit, match=rf"utterance u1: source vocals has {int(round(fraction * 8000))} samples, "
+                                             r"the mixture 8000 .*within 1%"):
+            compute_feats.load_utt(data, "u1", 8000)

@@ -5,9 +5,13 @@
 # Splits wav.scp into nj parts (balanced by utt2dur), runs one `python -m sepkit.bin.compute_feats`
 # job per part through $cmd (logs in <dump-dir>/log/compute_feats.JOB.log), then joins the parts
 # into <dump-dir>/{mix.scp,<source>.scp,utt2num_frames,sources,feat_conf.yaml}.
-# A complete dump of the same utterances and feature settings is left alone ("already done,
-# skipping"); an interrupted one is redone; any other finished dump there (other feature settings,
-# other utterances) is refused unless --overwrite true, which moves it aside to <dump-dir>.old.<time>.
+# The dump dir is claimed first (<dump-dir>/.sepkit_dump, which records the data dir and the
+# fingerprint of its scp files and audio): a folder that holds files sepkit did not make is refused,
+# and in its own dump dir sepkit removes or replaces only the files it writes. A complete dump of the
+# same utterances, feature settings and inputs is left alone ("already done, skipping"); one of the
+# same data dir whose audio changed since is recomputed; an interrupted one is redone; any other
+# finished dump there (other feature settings, utterances or data dir) is refused unless
+# --overwrite true, which moves it aside to <dump-dir>.old.<time>. A full disk ends in one line.
 # Interrupting this script (Ctrl-C, kill of its process group, SIGKILL of utils/run.py) stops the jobs.
 
 nj=4                 # number of parallel jobs (at most the number of utterances)

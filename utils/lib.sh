@@ -3,10 +3,21 @@
 #   log MSG...                      "<date> (<script>:<line>) MSG" on stderr, like ESPnet's log
 #   sepkit_python                   sets $python: `python` when it imports sepkit (path.sh has
 #                                   activated tools/venv), else tools/venv/bin/python
-#   stamp_ok MARKER SIG [INPUT...]  true when MARKER exists, its first line is SIG and it is newer
-#                                   than every INPUT file that exists (an upstream stage redone
-#                                   after MARKER was written makes it stale)
-#   stamp_write MARKER SIG          write MARKER (atomically) with SIG as its first line
+#   stamp_ok MARKER SIG [INPUT...]  true when MARKER exists, its first line is SIG and every INPUT
+#                                   is what it was when MARKER was written: a file of the same size
+#                                   and modification time (ns), a data dir (a folder with wav.scp)
+#                                   of the same fingerprint (python -m sepkit.data.fingerprint: its
+#                                   scp files and the size and time of its audio). An INPUT that
+#                                   MARKER has no record of (a marker of an older sepkit) must not be
+#                                   newer than MARKER.
+#   stamp_write MARKER SIG [INPUT...]  write MARKER (atomically): SIG, then one record per INPUT
+#   stamp_write MARKER SIG --records TEXT   the same with records taken before the stage ran
+#                                   (input_records): an input changed while it ran stays stale
+#   input_records INPUT...          those records ("input <path> <size> <mtime ns>" or
+#                                   "input <dir> data:<fingerprint>"), one a line
+#   lock_recipe_dir                 (egs/*/run.sh, at start) hold exp/.run.lock of the recipe dir
+#                                   (the current dir) with flock for as long as the run lives, or
+#                                   refuse with one line naming the folder and the pid holding it
 #   stamp_clear MARKER              remove MARKER (before redoing the work it stands for)
 #   move_aside PATH                 rename PATH to PATH.old.<YYYYmmdd-HHMMSS> (a free name; in
 #                                   $moved_to) and log it
@@ -42,14 +53,33 @@ sepkit_python() {
   fi
 }
 
+input_records() {
+  local input fp
+  for input in "$@"; do
+    if [ -d "$input" ] && [ -f "$input/wav.scp" ]; then
+      [ -n "${python:-}" ] || sepkit_python
+      fp=$("$python" -m sepkit.data.fingerprint data "$input") || exit 1
+      printf 'input %s data:%s\n' "$input" "$fp"
+    elif [ -e "$input" ]; then
+      printf 'input %s %s\n' "$input" "$(stat -c '%s %.9Y' -- "$input" | tr -d .)"
+    else
+      printf 'input %s missing\n' "$input"
+    fi
+  done
+}
+
 stamp_ok() {
-  local marker=$1 sig=$2 first input
+  local marker=$1 sig=$2 first input recorded now
   shift 2
   [ -f "$marker" ] || return 1
   IFS= read -r first < "$marker" || true
   [ "$first" = "$sig" ] || return 1
   for input in "$@"; do
-    if [ -e "$input" ] && [ "$input" -nt "$marker" ]; then
+    recorded=$(awk -v p="input $input " 'index($0, p) == 1' "$marker")
+    if [ -n "$recorded" ]; then
+      now=$(input_records "$input") || return 1
+      [ "$now" = "$recorded" ] || return 1
+    elif [ -e "$input" ] && [ "$input" -nt "$marker" ]; then
       return 1
     fi
   done
@@ -57,10 +87,31 @@ stamp_ok() {
 }
 
 stamp_write() {
-  local marker=$1 sig=$2
+  local marker=$1 sig=$2 records
+  shift 2
+  if [ "${1:-}" = --records ]; then
+    records=$2
+  else
+    records=$(input_records "$@") || exit 1
+  fi
   mkdir -p "$(dirname "$marker")"
-  printf '%s\n# written %s by %s\n' "$sig" "$(date '+%Y-%m-%dT%H:%M:%S')" "${0##*/}" > "$marker.tmp.$$"
+  { printf '%s\n# written %s by %s\n' "$sig" "$(date '+%Y-%m-%dT%H:%M:%S')" "${0##*/}"
+    [ -z "$records" ] || printf '%s\n' "$records"; } > "$marker.tmp.$$"
   mv -f "$marker.tmp.$$" "$marker"
+}
+
+lock_recipe_dir() {
+  local lock=exp/.run.lock holder
+  command -v flock >/dev/null || { log "no flock command: not guarding $(pwd) against a second run"; return 0; }
+  mkdir -p exp
+  exec 9<>"$lock"  # no truncation: the pid of a run that holds it stays readable
+  if ! flock -n 9; then
+    holder=$(head -c 20 "$lock" | tr -cd '0-9')
+    echo "${0##*/}: $(pwd): another run of this recipe holds it (pid ${holder:-unknown}, lock $lock); wait for it to end, or run a copy of the recipe in another folder" >&2
+    exit 1
+  fi
+  : > "$lock"
+  echo "$$" >&9
 }
 
 stamp_clear() {

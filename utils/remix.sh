@@ -7,8 +7,8 @@
 #   Runs `python -m sepkit.bin.remix --mode <mode> <remix-opts> <src-data-dir> <data-root>`; the
 #   <set>s are the data dirs it is expected to write (named by --train-name/--valid-name/--test-name
 #   in remix-opts, default train_remix, valid_remix, test_remix). Skipped when its marker
-#   <data-root>/.remix_<mode>_<src>.done has the same source and options and is newer than
-#   <src-data-dir>/wav.scp; --overwrite true redoes it.
+#   <data-root>/.remix_<mode>_<src>.done has the same source and options and records the same
+#   <src-data-dir> (its scp files and the size and time of its audio); --overwrite true redoes it.
 mode=train        # train (training + validation sets) or test (one piece per song)
 remix_opts=       # options of sepkit.bin.remix (see python -m sepkit.bin.remix -h)
 overwrite=false   # redo even if done
@@ -32,7 +32,7 @@ complete=true
 for x in "${sets[@]}"; do
   [ -f "$data/$x/wav.scp" ] || complete=false
 done
-if ! $overwrite && $complete && stamp_ok "$marker" "$sig" "$src/wav.scp"; then
+if ! $overwrite && $complete && stamp_ok "$marker" "$sig" "$src"; then
   log "$data/{$(IFS=,; echo "${sets[*]}")} already made from $src, skipping (--overwrite true to redo)"
   exit 0
 fi
@@ -42,6 +42,7 @@ fi
 
 sepkit_python
 stamp_clear "$marker"
+records=$(input_records "$src")  # what the remix reads, as it is before
 # --overwrite is safe here: sepkit.bin.remix builds each set aside and swaps it in when complete.
 # shellcheck disable=SC2086
 $python -m sepkit.bin.remix --mode "$mode" $remix_opts --overwrite "$src" "$data"
@@ -49,4 +50,4 @@ for x in "${sets[@]}"; do
   [ -d "$data/$x" ] || { echo "$0: sepkit.bin.remix did not make $data/$x (check --*-name options)" >&2; exit 1; }
   "$utils/validate_data_dir.sh" "$data/$x"
 done
-stamp_write "$marker" "$sig"
+stamp_write "$marker" "$sig" --records "$records"

@@ -6,7 +6,9 @@
 #                   "n_files", "seconds"}   (length-weighted means, dB)
 #     per_utt.csv  per-file scores;  log/score.log
 #   e.g. utils/score.sh --nj 2 --cmd "$decode_cmd" --head both data/test_remix exp/chimera
-#   A head whose result.json is newer than its separation is skipped; --overwrite true redoes it.
+#   A head is skipped when its .done records the same options and the same inputs: the separation's
+#   .done and the data dir (its scp files and the size and time of its audio); a separation or a data
+#   dir made again since is scored again. --overwrite true redoes it.
 nj=2              # scoring processes (BSS eval is ~0.6 s per 30 s file at 16 kHz)
 cmd=utils/run.py  # job runner: utils/run.py (local) or utils/slurm.py, with options
 head=both         # mi, dc, or both (every head separated in <exp-dir>)
@@ -46,19 +48,20 @@ for h in $heads; do
   fi
   sig="bss=$bss sample_rate=$sample_rate data=$(cd "$data" && pwd)"
   [ "$channels" = mono ] || sig="$sig channels=$channels"  # mono scores of earlier versions stay done
-  if ! $overwrite && [ -f "$dir/result.json" ] && stamp_ok "$dir/.done" "$sig" "$sepdir/.done" "$data/wav.scp"; then
+  if ! $overwrite && [ -f "$dir/result.json" ] && stamp_ok "$dir/.done" "$sig" "$sepdir/.done" "$data"; then
     log "$dir: already scored, skipping (--overwrite true to redo)"
     scored=$((scored + 1))
     continue
   fi
   stamp_clear "$dir/.done"
+  records=$(input_records "$sepdir/.done" "$data")  # what is scored, as it is before scoring
   mkdir -p "$dir/log"
   log "scoring $sepdir against $data with $nj process(es) -> $dir"
   $cmd --num-threads "$nj" "$dir/log/score.log" \
     "$python" -m sepkit.bin.score --nj "$nj" --bss "$bss" --sample-rate "$sample_rate" --channels "$channels" --overwrite \
       "$data" "$sepdir" "$dir" \
     || { echo "$0: scoring failed, see $dir/log/score.log" >&2; exit 1; }
-  stamp_write "$dir/.done" "$sig"
+  stamp_write "$dir/.done" "$sig" --records "$records"
   scored=$((scored + 1))
 done
 [ "$scored" -gt 0 ] || { echo "$0: nothing to score in $expdir for $set_name" >&2; exit 1; }

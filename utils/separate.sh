@@ -50,27 +50,7 @@ esac
 n_utts=$(wc -l < "$data/wav.scp")
 # the mixtures: wav.scp and the size and time of every file it names (a data dir prepared again
 # from the same files is the same data; audio rewritten in place is not)
-data_id=$("$python" - "$data" <<'EOF'
-import hashlib, os, sys
-from sepkit.audio import AudioError
-from sepkit.data.audiospec import spec_files
-from sepkit.data.datadir import DataDir, DataDirError
-try:
-    data, digest = DataDir(sys.argv[1]), hashlib.sha1()
-    files = {utt: spec_files(data.wav[utt]) for utt in data.utts}
-except (DataDirError, AudioError) as exc:
-    sys.exit(f"separate.sh: {exc}")
-for utt in data.utts:
-    digest.update(f"{utt} {data.wav[utt]}\n".encode())
-    for path in files[utt]:
-        try:
-            st = os.stat(path)
-            digest.update(f"{path} {st.st_size} {st.st_mtime_ns}\n".encode())
-        except OSError:
-            digest.update(f"{path} missing\n".encode())
-print(digest.hexdigest())
-EOF
-)
+data_id=$("$python" -m sepkit.data.fingerprint data --wav-only "$data") || exit 1
 [ "$nj" -le "$n_utts" ] || nj=$n_utts
 for h in $heads; do
   dir=$expdir/separate_${set_name}_$h

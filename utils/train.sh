@@ -12,6 +12,10 @@
 # script starts itself once per node with srun, node ranks from SLURM_NODEID and the master address
 # from the first host of the job.
 # Every process runs with --device cpu (ngpu 0) or --device cuda; later arguments may override it.
+# What a run read is kept in <outdir>/train_inputs (the fingerprints of --train-dump and --valid-dump,
+# python -m sepkit.data.fingerprint): a run whose checkpoints or model.pt were made from other
+# features (a dump recomputed since) is refused in one line instead of being resumed or taken for
+# finished; move its outputs aside (utils/train_exp.sh --overwrite true) or use another --outdir.
 # Environment: SEPKIT_PYTHON (the python to run, default: python on PATH),
 #              SEPKIT_NPROC_CPU (default of --nproc_cpu).
 
@@ -47,6 +51,23 @@ if [ "$num_nodes" -gt 1 ] && [ -n "${SLURM_JOB_ID:-}" ] && [ -z "${SEPKIT_TRAIN_
 fi
 if [ -n "${SEPKIT_TRAIN_SRUN:-}" ]; then
   node_rank=${SLURM_NODEID:?SEPKIT_TRAIN_SRUN is set but SLURM_NODEID is not}
+fi
+
+# the features this run reads must be those its checkpoints were made from (once, on node 0)
+if [ "$node_rank" -eq 0 ]; then
+  outdir= dumps=()
+  args=("$@")
+  for ((i = 0; i < ${#args[@]}; i++)); do
+    case "${args[i]}" in
+      --outdir|--train-dump|--valid-dump) value=${args[i + 1]:-}; opt=${args[i]}; i=$((i + 1)) ;;
+      --outdir=*|--train-dump=*|--valid-dump=*) value=${args[i]#*=}; opt=${args[i]%%=*} ;;
+      *) continue ;;
+    esac
+    if [ "$opt" = --outdir ]; then outdir=$value; else dumps+=("$value"); fi
+  done
+  if [ -n "$outdir" ] && [ ${#dumps[@]} -eq 2 ]; then
+    "$py" -m sepkit.data.fingerprint train-inputs "$outdir" "${dumps[@]}" || exit 1
+  fi
 fi
 
 if [ "$ngpu" -eq 0 ]; then

@@ -18,14 +18,23 @@ matrices per utterance (about doubling the dump) that only the PSA objectives re
 writes ``mix.<name>.ark/scp``, ``<source>.<name>.ark/scp`` and ``utt2num_frames.<name>``, each
 under a temporary name renamed at the end. Merging writes ``<source>.scp``, ``utt2num_frames``,
 ``sources``, ``feat_conf.yaml`` and then ``mix.scp``, whose presence marks a finished dump.
-A finished dump is never removed or replaced: one of the same settings and utterances is kept
-("already done"), any other is refused unless ``--overwrite``, which moves it aside to
-``OUTDIR.old.<time>``; an unfinished one (a run that was interrupted) is redone.
-Layout and reading: :mod:`sepkit.data.dataset`.
+
+A dump dir is claimed before anything is written in it: ``OUTDIR/.sepkit_dump`` says that
+sepkit made it and records what the features are computed from (the data dir and the
+fingerprint of its scp files and the size and time of its audio, :mod:`sepkit.data.fingerprint`).
+Only the files sepkit writes there (by their exact names) are ever removed or replaced; a folder
+that holds other files and no such record is refused (``--overwrite`` moves it aside). A finished
+dump of the same settings, utterances and inputs is kept ("already done"); one of the same data
+dir whose audio changed since (e.g. a remix with another seed) is stale and recomputed in place;
+any other (other settings, utterances or data dir, damaged, or without a record) is refused unless
+``--overwrite``, which moves it aside to ``OUTDIR.old.<time>``; an unfinished one (a run that was
+interrupted) is redone. A write that fails (a full disk) ends in one line, and the dump stays
+unfinished. Layout and reading: :mod:`sepkit.data.dataset`.
 """
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -39,6 +48,8 @@ NOT_DONE = 10  # exit status of --prepare when there is work to do
 LENGTH_TOLERANCE = 0.01  # sources may differ from the mixture in length by this fraction
 RESIDUAL_WARN_DB = -20.0  # warn when |mix - sum(sources)|^2 / |mix|^2 is above this
 _RESERVED = {MIX, "utt2num_frames", "feat_conf", "cmvn", "sources", "log"}
+RECORD = ".sepkit_dump"  # claims a dump dir and records its inputs (see the module docstring)
+_OWNER = "sepkit compute_feats dump"
 
 
 def fail(message):
@@ -160,6 +171,8 @@ def compute_part(data, outdir, name, utts, conf, device="cpu"):
     from sepkit.frontend import Frontend
 
     outdir = Path(outdir).resolve()
+    if outdir.is_dir() and read_record(outdir) is None and any(outdir.iterdir()):
+        fail(f"{outdir}: holds files that sepkit did not make (no {RECORD}); give an empty or new dump dir")
     outdir.mkdir(parents=True, exist_ok=True)
     frontend = Frontend(conf).to(device)
     prefixes = dump_streams(data.sources, conf)
@@ -193,9 +206,17 @@ def compute_part(data, outdir, name, utts, conf, device="cpu"):
             os.replace(tmp, ark)
             write_scp(scp, {u: f"{ark}:{pos}" for u, pos in entries[prefix].items()})
         write_scp(outdir / f"utt2num_frames.{name}", frames)
+    except OSError as exc:  # a full disk: one line, and no part is left to be taken for done
+        for path in [p for prefix in prefixes for p in part_paths(outdir, prefix, name)]:
+            path.unlink(missing_ok=True)
+        (outdir / f"utt2num_frames.{name}").unlink(missing_ok=True)
+        fail(f"{exc.filename or outdir}: cannot write part {name} ({exc.strerror or exc})")
     finally:
         for f in arks:
-            f.close()
+            try:
+                f.close()
+            except OSError:  # its buffer could not be flushed (a full disk): the file is removed below
+                pass
         for tmp in temps:
             if tmp.exists():
                 tmp.unlink()
@@ -206,16 +227,67 @@ def _final_files(sources):
     return [f"{s}.scp" for s in sources] + [f"{s}{PSA}.scp" for s in sources] + ["utt2num_frames", "sources", "feat_conf.yaml", "cmvn.ark"]
 
 
-def dump_state(outdir, conf, sources, utts):
-    """``(state, reason)``: ``absent`` (no ``mix.scp``: never finished, e.g. interrupted), ``done``,
-    or, for a finished dump that is not this one, ``different`` (other feature settings), ``other``
-    (other utterances or sources) or ``damaged`` (unreadable or missing files)."""
+def _own_names(prefixes):
+    """A test of the top-level names that sepkit writes in a dump dir whose streams are ``prefixes``
+    (mixture first): final and part files, their temporaries, ``split<N>/``, ``log/``, the record."""
+    alt = "|".join(re.escape(p) for p in prefixes)
+    final = "|".join(re.escape(f) for f in _final_files(prefixes[1:]) + ["mix.scp", RECORD])
+    own = re.compile(rf"(?:{final}|log|split\d+|(?:{alt})\.feats(?:\.\d+)?\.(?:ark|scp)|utt2num_frames\.feats(?:\.\d+)?"
+                     rf"|\.(?:{alt})\.feats(?:\.\d+)?\.ark\.tmp|\.(?:{final}|utt2num_frames\.feats(?:\.\d+)?)\..+\.tmp)")
+    return lambda name: own.fullmatch(name) is not None
+
+
+def read_record(outdir):
+    """``{"data": path, "inputs": fingerprint}`` of ``OUTDIR/.sepkit_dump``, or None if it is not there
+    or not sepkit's."""
+    try:
+        lines = (Path(outdir) / RECORD).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not lines or lines[0] != _OWNER:
+        return None
+    return dict(line.split(" ", 1) for line in lines[1:] if " " in line)
+
+
+def write_record(outdir, data_path, inputs):
+    from sepkit.audio import atomic_path
+
+    with atomic_path(Path(outdir) / RECORD) as tmp:
+        Path(tmp).write_text(f"{_OWNER}\ndata {Path(data_path).resolve()}\ninputs {inputs}\n", encoding="utf-8")
+
+
+def inputs_of(data):
+    """The fingerprint of what the features of ``data`` are computed from (:mod:`sepkit.data.fingerprint`)."""
+    from sepkit.audio import AudioError
+    from sepkit.data.datadir import DataDirError
+    from sepkit.data.fingerprint import data_fingerprint
+
+    try:
+        return data_fingerprint(data.path)
+    except (AudioError, DataDirError) as exc:
+        fail(str(exc))
+
+
+def dump_state(outdir, conf, sources, utts, data_path=None, inputs=None):
+    """``(state, reason)``: ``new`` (no dir, or an empty one), ``foreign`` (files and no record of
+    sepkit's: not ours), ``absent`` (ours, no ``mix.scp``: never finished, e.g. interrupted),
+    ``done``, or, for a finished dump that is not this one, ``different`` (other feature settings),
+    ``other`` (other utterances, sources or data dir), ``damaged`` (unreadable or missing files),
+    ``unrecorded`` (a dump without a record of its inputs) or ``stale`` (of the data dir
+    ``data_path`` as it was before: the fingerprint ``inputs`` differs)."""
     import yaml
 
     from sepkit.data.dataset import DumpError, read_dump_scp_values
     from sepkit.frontend import FeatureConfig
 
     outdir = Path(outdir)
+    if not outdir.is_dir() or not any(outdir.iterdir()):
+        return ("foreign", f"{outdir} is not a directory") if outdir.exists() else ("new", "")
+    record = read_record(outdir)
+    if record is None and not (outdir / "mix.scp").is_file():
+        names = sorted(p.name for p in outdir.iterdir())
+        return "foreign", (f"{outdir} holds files that sepkit did not make ({', '.join(names[:3])}"
+                           f"{', ...' if len(names) > 3 else ''}; no {RECORD})")
     if not (outdir / "mix.scp").is_file():
         return "absent", f"no {outdir / 'mix.scp'}"
     try:
@@ -244,28 +316,30 @@ def dump_state(outdir, conf, sources, utts):
     missing = [a for a in arks if not Path(a).is_file()]
     if missing:
         return "damaged", f"{outdir} is a damaged dump (ark file {missing[0]} is missing)"
+    if record is None or "inputs" not in record:
+        return "unrecorded", f"{outdir} is a dump with no record of what it was computed from (no {RECORD})"
+    if data_path is not None and record.get("data") != str(Path(data_path).resolve()):
+        return "other", f"{outdir} holds the features of another data dir ({record.get('data')})"
+    if inputs is not None and record["inputs"] != inputs:
+        return "stale", (f"{outdir} holds the features of {data_path} as it was: its scp files or audio "
+                         f"changed since (inputs in {outdir / RECORD})")
     return "done", ""
 
 
 def clear_parts(outdir, sources):
-    """Remove what an unfinished run (no ``mix.scp``) left: part files and, after an interrupted
-    merge, the final files it wrote before ``mix.scp``. Never used on a finished dump."""
+    """Remove what sepkit wrote in its own dump dir ``outdir`` (one with a record): ``mix.scp``
+    first (the dump is unfinished from then on), then the final files, the part files of any run
+    and their temporaries. Nothing else is touched (a user's ``notes.txt``, ``mix.backup.scp``)."""
     outdir = Path(outdir)
-    if (outdir / "mix.scp").exists():
-        raise RuntimeError(f"{outdir}: clear_parts on a finished dump")
-    is_dump = (outdir / "feat_conf.yaml").is_file()  # a merge got as far as that
-    old = (outdir / "sources").read_text().split() if is_dump and (outdir / "sources").is_file() else []
-    prefixes = [MIX] + list(dict.fromkeys(list(sources) + [s for s in old if s not in _RESERVED and "/" not in s]))
-    if is_dump:  # never delete <name>.scp or sources from a directory that is not a dump
-        for name in _final_files(prefixes[1:]):
-            (outdir / name).unlink(missing_ok=True)
-    for prefix in prefixes:
-        for pattern in (f"{prefix}.*.ark", f"{prefix}.*.scp", f".{prefix}.*.tmp"):
-            for path in outdir.glob(pattern):
-                path.unlink()
-    for path in outdir.glob("utt2num_frames.*"):
-        path.unlink()
-
+    if read_record(outdir) is None:
+        raise RuntimeError(f"{outdir}: clear_parts on a directory that sepkit did not claim")
+    (outdir / "mix.scp").unlink(missing_ok=True)
+    old = (outdir / "sources").read_text().split() if (outdir / "sources").is_file() else []
+    names = list(dict.fromkeys(list(sources) + [s for s in old if s not in _RESERVED and "/" not in s]))
+    own = _own_names([MIX] + names + [s + PSA for s in names])
+    for path in outdir.iterdir():
+        if path.is_file() and path.name != RECORD and own(path.name):
+            path.unlink()
 
 def move_aside(path):
     """Rename ``path`` to a free ``<path>.old.<YYYYmmdd-HHMMSS>[.N]`` and return the new path. The
@@ -309,25 +383,42 @@ def check_audio_files(data, utts):
 
 
 def prepare(data, outdir, conf, utts, overwrite=False):
-    """True if the dump is complete (nothing to do); else make ``outdir`` ready for computing it and
-    return False. A finished dump that is not this one is refused unless ``overwrite``, which moves
-    it aside; of an unfinished one (an interrupted run) only the part files are removed."""
+    """True if the dump is complete and of the data dir as it is (nothing to do); else make
+    ``outdir`` ready for computing it (claimed, with the record of its inputs) and return False.
+    A stale dump of sepkit's (same data dir, settings and utterances; other audio) is recomputed in
+    place; any other finished dump, or a folder sepkit did not make, is refused unless
+    ``overwrite``, which moves it aside; of an unfinished one only sepkit's files are removed."""
     if (Path(outdir) / "wav.scp").exists():
         fail(f"{outdir}: has a wav.scp, it looks like a data dir; give a separate dump dir")
-    state, reason = dump_state(outdir, conf, data.sources, utts)
+    inputs = inputs_of(data)
+    state, reason = dump_state(outdir, conf, data.sources, utts, data.path, inputs)
     if state == "done" and not overwrite:
         return True
-    if state not in ("done", "absent") and not overwrite:
+    if state not in ("done", "absent", "new", "stale") and not overwrite:
         fail(f"{reason}; not replacing it without --overwrite (which moves it aside to {outdir}.old.<time>), "
              "or use another dump dir")
     check_audio_files(data, utts)
-    if state != "absent":
-        old = move_aside(outdir)
-        logger.info("%s: --overwrite: moved the dump there aside to %s%s (remove it when no longer needed)",
-                    outdir, old, "" if state == "done" else f" ({reason})")
-    elif Path(outdir).is_dir():
+    if state == "stale" and not overwrite:
+        logger.warning("%s: recomputing them", reason)
         clear_parts(outdir, data.sources)
+    elif state == "absent":
+        clear_parts(outdir, data.sources)
+    elif state != "new":
+        old = move_aside(outdir)
+        logger.info("%s: --overwrite: moved %s aside to %s%s (remove it when no longer needed)", outdir,
+                    "the folder" if state == "foreign" else "the dump there", old,
+                    "" if state == "done" else f" ({reason})")
+    Path(outdir).mkdir(parents=True, exist_ok=True)
+    _write(write_record, outdir, data.path, inputs)
     return False
+
+
+def _write(fn, *args):
+    """``fn(*args)``, with a failed write (a full disk, no permission) as one line."""
+    try:
+        return fn(*args)
+    except OSError as exc:
+        fail(f"{exc.filename or args[0]}: cannot write ({exc.strerror or exc})")
 
 
 def merge_parts(data, outdir, names, conf, utts):
@@ -339,6 +430,11 @@ def merge_parts(data, outdir, names, conf, utts):
     from sepkit.data.datadir import write_scp
 
     outdir = Path(outdir)
+    record = read_record(outdir)
+    if record is None:
+        fail(f"{outdir}: no {RECORD} (not prepared by --prepare, or not sepkit's); nothing merged")
+    if record.get("inputs") != inputs_of(data):
+        fail(f"{data.path}: its scp files or audio changed while the features were computed; run the stage again")
     merged = {}
     streams = dump_streams(data.sources, conf)
     for prefix in streams + ["utt2num_frames"]:
@@ -360,15 +456,17 @@ def merge_parts(data, outdir, names, conf, utts):
             fail(f"{outdir}: parts {', '.join(names)} lack {len(missing)} utterance(s) of {prefix} "
                  f"(e.g. {(missing or sorted(set(table) - set(utts)))[0]})")
         merged[prefix] = table
+    def write_text(path, text):
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(text)
+
     for prefix in streams[1:]:
-        write_scp(outdir / f"{prefix}.scp", merged[prefix])
-    write_scp(outdir / "utt2num_frames", merged["utt2num_frames"])
-    with atomic_path(outdir / "sources") as tmp:
-        Path(tmp).write_text("".join(f"{s}\n" for s in data.sources))
-    with atomic_path(outdir / "feat_conf.yaml") as tmp:
-        Path(tmp).write_text(yaml.safe_dump(conf.to_dict(), sort_keys=False))
+        _write(write_scp, outdir / f"{prefix}.scp", merged[prefix])
+    _write(write_scp, outdir / "utt2num_frames", merged["utt2num_frames"])
+    _write(write_text, outdir / "sources", "".join(f"{s}\n" for s in data.sources))
+    _write(write_text, outdir / "feat_conf.yaml", yaml.safe_dump(conf.to_dict(), sort_keys=False))
     (outdir / "cmvn.ark").unlink(missing_ok=True)  # stats of older features would be wrong
-    write_scp(outdir / "mix.scp", merged[MIX])  # last: marks the dump as finished
+    _write(write_scp, outdir / "mix.scp", merged[MIX])  # last: marks the dump as finished
     logger.info("%s: dump of %d utterances (%d frames)", outdir, len(utts), sum(merged["utt2num_frames"].values()))
 
 

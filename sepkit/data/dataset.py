@@ -14,7 +14,8 @@ Reading: every scp is parsed once into ``(ark, offset)``; each ark is memory-map
 process (lazily, so DataLoader workers map their own), the Kaldi binary matrix header at the
 offset is parsed once per matrix, and a segment is a row slice of the mapped matrix, so only the
 segment's bytes are ever read or copied. Arks of another layout (compressed, text) fall back to
-``kaldiio.load_mat``. A dump moved to another place still loads: an ark path that does not exist
+``kaldiio.load_mat``. Opening a dump checks every matrix header against its ark (a truncated or
+overwritten ark is a :class:`DumpError` naming the ark and the utterance, before any training). A dump moved to another place still loads: an ark path that does not exist
 is looked up by its file name inside the dump dir.
 """
 import logging
@@ -118,6 +119,14 @@ class FeatureDump:
         self._arks = [self._resolve(p) for p in arks]
         self._maps = {}  # ark index -> np.memmap (per process)
         self._views = {}  # (utt, stream) -> (rows, cols) array view of the mapped data
+        self._check_headers()
+        self._maps = {}
+
+    def _check_headers(self):
+        """Every matrix's header, size and shape against its ark (reads a few bytes per matrix)."""
+        for utt in self.utts:
+            for stream in range(len(self._entries[utt])):
+                self._open(utt, stream)
 
     def _resolve(self, ark):
         path = Path(ark)
@@ -154,7 +163,12 @@ class FeatureDump:
         ark = self._arks[index]
         mm = self._maps.get(index)
         if mm is None:
-            mm = self._maps[index] = np.memmap(ark, dtype=np.uint8, mode="r")
+            try:
+                mm = self._maps[index] = np.memmap(ark, dtype=np.uint8, mode="r")
+            except (OSError, ValueError) as exc:  # unreadable, or empty (a truncated ark)
+                raise DumpError(f"{ark}: cannot read ({getattr(exc, 'strerror', None) or exc}; utterance {utt})") from None
+        if offset >= mm.shape[0]:
+            raise DumpError(f"{ark}: truncated: utterance {utt} is at byte {offset}, the file has {mm.shape[0]} bytes")
         head = bytes(mm[offset:offset + _HEADER.size])
         if len(head) == _HEADER.size and head[:2] == b"\0B" and head[2:5] in _DTYPES:
             _, kind, s1, rows, s2, cols = _HEADER.unpack(head)
@@ -166,7 +180,13 @@ class FeatureDump:
         else:  # compressed or text matrices: let kaldiio decode them once
             import kaldiio
 
-            view = np.asarray(kaldiio.load_mat(f"{ark}:{offset}"))
+            try:
+                view = np.asarray(kaldiio.load_mat(f"{ark}:{offset}"))
+            except Exception as exc:  # kaldiio raises ValueError, struct.error, UnicodeDecodeError, ...
+                raise DumpError(f"{ark}: corrupt matrix at byte {offset} (utterance {utt}): "
+                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            if view.ndim != 2:
+                raise DumpError(f"{ark}: corrupt matrix at byte {offset} (utterance {utt}): not a matrix")
         if view.shape[0] != self.num_frames[utt] or view.shape[1] != self.feat_conf.n_bins:
             raise DumpError(f"{ark}: utterance {utt} is {view.shape[0]} x {view.shape[1]}, expected "
                             f"{self.num_frames[utt]} frames (utt2num_frames) x {self.feat_conf.n_bins} "

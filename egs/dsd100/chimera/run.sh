@@ -58,6 +58,7 @@ overwrite=false       # redo the stages that are run even if they are done
 . utils/parse_options.sh
 set -euo pipefail
 . utils/lib.sh
+lock_recipe_dir  # one run at a time in this folder (exp/.run.lock)
 
 [ -n "${feat_conf}" ] || feat_conf=$(utils/feat_conf_of.sh "${train_config}" conf/feats.yaml)
 feat_tag=$(basename "${feat_conf}" .yaml)

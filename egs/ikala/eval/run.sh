@@ -32,6 +32,7 @@ overwrite=false       # redo the stages that are run even if they are done
 . utils/parse_options.sh
 set -euo pipefail
 . utils/lib.sh
+lock_recipe_dir  # one run at a time in this folder (exp/.run.lock)
 
 if [ "${stop_stage}" -ge 1 ] && [ -z "${model_dir}" ]; then
   log "--model_dir is required for stages 1-2 (an exp dir of egs/dsd100/chimera, or a model file)"
