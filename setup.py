@@ -31,7 +31,7 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "dev": ["pytest", "pytest-timeout", "museval"],  # museval: the live BSS eval v4 cross-check (tests/test_metrics_v4.py)
+        "dev": ["pytest", "pytest-timeout", "museval", "hypothesis"],  # museval: the live BSS eval v4 cross-check (tests/test_metrics_v4.py); hypothesis: hostile model files
         "musdb": ["av"],
     },
     entry_points={
