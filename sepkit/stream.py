@@ -20,7 +20,9 @@ the file is cut into blocks; the in-memory path fits k-means on the same bins); 
 < 200 Hz naming rule needs the whole file's labels, known only at the end of pass 2, so each
 cluster's estimate is written under a temporary name and named by the final renaming.
 """
+import errno
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -229,11 +231,24 @@ class _Outputs:
 
 
 def _soundfile_call(fn, *args, **kwargs):
-    """libsndfile's errors (a full disk, a subtype the format lacks) as one-line OSErrors."""
+    """libsndfile's errors (a full disk, a subtype the format lacks) as one-line OSErrors.
+
+    libsndfile reports a full disk as "System error."; the file's disk is looked at while the partial
+    file is still there, so the error says ENOSPC (No space left on device) when that is what happened.
+    """
     try:
         return fn(*args, **kwargs)
     except (RuntimeError, ValueError) as exc:
-        raise OSError((str(exc).strip().splitlines() or [type(exc).__name__])[0]) from None
+        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        path = getattr(getattr(fn, "__self__", None), "name", None) or (args[0] if args else None)
+        try:
+            full = isinstance(path, (str, os.PathLike)) and shutil.disk_usage(os.path.dirname(os.path.abspath(
+                path))).free < (256 << 10)
+        except OSError:
+            full = False
+        if full:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({msg})") from None
+        raise OSError(msg) from None
 
 
 def _destinations(sources, out_paths, overwrite):

@@ -26,6 +26,20 @@ def get_parser():
     return _get_parser(prog="sepkit.bin.train")
 
 
+class _LogFile(logging.FileHandler):
+    """``train.log`` that stops quietly when it cannot be written (a full disk): the run's own error says
+    what failed, in one line on stderr, instead of a logging traceback for every later line."""
+
+    failed = False
+
+    def emit(self, record):
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record):
+        self.failed = True
+
+
 def setup_logging(outdir, rank):
     """Rank 0: INFO to stderr and ``<outdir>/train.log`` (appended across resumes); others: warnings only."""
     root = logging.getLogger()
@@ -36,7 +50,7 @@ def setup_logging(outdir, rank):
     handlers = [logging.StreamHandler(sys.stderr)]
     if rank == 0:
         Path(outdir).mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(Path(outdir) / "train.log", mode="a"))
+        handlers.append(_LogFile(Path(outdir) / "train.log", mode="a"))
         fmt = logging.Formatter(_FORMAT)
     else:
         fmt = logging.Formatter(f"[rank {rank}] " + _FORMAT)
@@ -73,6 +87,10 @@ def main(argv=None):
         return 1
     except FloatingPointError as exc:
         log.error("%s", exc)
+        return 1
+    except OSError as exc:  # a full disk or a read-only folder while writing checkpoints, model.pt, logs
+        log.error("%s: cannot write (%s); the checkpoints written before are complete: free space and run the "
+                  "same command again to resume", exc.filename or args.outdir, exc.strerror or exc)
         return 1
     finally:
         if env is not None:

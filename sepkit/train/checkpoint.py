@@ -87,6 +87,17 @@ def find_latest(outdir):
     return None
 
 
+def _os_error_in(exc):
+    """The first OSError in ``exc``'s chain of causes and contexts (``exc`` itself included), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def save_atomic(obj, path):
     """``torch.save`` to a temporary file in the same dir, fsync, rename over ``path``, fsync the dir."""
     path = Path(path)
@@ -99,9 +110,12 @@ def save_atomic(obj, path):
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        cause = _os_error_in(exc)  # torch.save's zip writer wraps a full disk in RuntimeErrors
+        if cause is not None:
+            raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from None
         raise
     try:
         dfd = os.open(path.parent, os.O_RDONLY)
