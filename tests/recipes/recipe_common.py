@@ -35,8 +35,9 @@ def run_recipe(rec, *args, timeout=600):
                           stderr=subprocess.STDOUT, text=True, timeout=timeout)
 
 
-def snapshot(rec, skip=("RESULTS.md",)):
-    """``{relative path: (size, mtime_ns)}`` of every file under data/, dump/ and exp/ (logs excluded)."""
+def snapshot(rec, skip=("RESULTS.md", ".run.lock")):
+    """``{relative path: (size, mtime_ns)}`` of every file under data/, dump/ and exp/ (logs and the
+    recipe lock exp/.run.lock, which each run takes, excluded)."""
     out = {}
     for top in ("data", "dump", "exp"):
         for path in (Path(rec) / top).rglob("*"):

@@ -120,3 +120,24 @@ def test_options_and_clear_errors(recipe):
     assert res.returncode != 0 and "no DSD100 at 'downloads/DSD100': pass --dsd100 DIR" in res.stdout
     res = run_recipe(rec, "--stage", 0, "--stop_stage", 0, "--dsd100", rec / "nowhere")
     assert res.returncode != 0 and "nowhere" in res.stdout
+
+
+def test_another_seed_redoes_features_and_refuses_the_old_model(recipe):
+    """Issue 23 item 4: stage 1 again with another --seed remade the audio, then stages 2 and 3
+    skipped as "already done" on features and a model of the old audio. (Last: it changes the data.)"""
+    rec, base, first = recipe
+    assert first.returncode == 0
+    model = (rec / "exp" / TAG / "model.pt").read_bytes()
+    mix_before = (rec / "dump" / "feats" / "train_remix" / "cmvn.ark").read_bytes()
+    res = run_recipe(rec, "--dsd100", base / "DSD100", *TINY, "--seed", 1, "--stage", 1, "--stop_stage", 3)
+    out = res.stdout
+    assert "remaking" in out
+    assert "already done, skipping" not in out and out.count("recomputing them") == 2, out[-4000:]
+    assert (rec / "dump" / "feats" / "train_remix" / "cmvn.ark").read_bytes() != mix_before
+    assert res.returncode != 0 and "training already finished" not in out
+    refused = [ln for ln in out.splitlines() if "trained on other features" in ln]
+    assert len(refused) == 1 and f"exp/{TAG}" in refused[0], out[-4000:]
+    assert (rec / "exp" / TAG / "model.pt").read_bytes() == model
+    res = run_recipe(rec, *TINY, "--seed", 1, "--stage", 3, "--stop_stage", 3, "--overwrite", "true")
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert (rec / "exp" / TAG / "model.pt").read_bytes() != model
