@@ -94,3 +94,30 @@ def test_separate_sh_keeps_results_of_another_model(tmp_path):
     assert {p: p.read_bytes() for p in sorted((aside[0] / "wav").rglob("*.wav"))} == \
         {aside[0] / p.relative_to(sep): b for p, b in wavs.items()}
     assert (sep / ".done").is_file() and len(list((sep / "wav").rglob("*.wav"))) == 4
+
+
+def test_score_sh_scores_again_when_the_references_change(tmp_path):
+    """Issue 23 item 4, stage 5: a reference rewritten in place (wav.scp and the separation untouched)
+    left the scores "already scored" against the old references."""
+    import json
+
+    model, data = _tiny_model(tmp_path / "model.pt"), _data(tmp_path)
+    assert _separate(tmp_path, model, data).returncode == 0
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+
+    def score():
+        return subprocess.run([str(UTILS / "score.sh"), "--nj", "1", "--head", "mi", "--bss", "false", str(data),
+                               str(tmp_path / "exp")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    result = tmp_path / "exp" / "score_test_mi" / "result.json"
+    assert score().returncode == 0
+    before = json.loads(result.read_text())
+    res = score()
+    assert res.returncode == 0 and "already scored" in res.stderr, res.stderr
+    ref = Path(DataDir(data).source("vocals")["u1"])
+    write_audio(ref, np.random.default_rng(5).uniform(-0.3, 0.3, (1, 1600)).astype(np.float32), 8000)
+    os.utime(ref, ns=(10**9, 10**9))  # even with an old time
+    res = score()
+    assert res.returncode == 0 and "already scored" not in res.stderr, res.stderr
+    assert json.loads(result.read_text())["vocals"] != before["vocals"]
