@@ -336,7 +336,7 @@ def test_a_folder_sepkit_did_not_make_is_refused_and_kept(setup, tmp_path):
     """Issue 23 item 5: utils/compute_feats.sh into a user's folder removed and replaced its files."""
     mine = tmp_path / "mine"
     mine.mkdir()
-    files = {"mix.backup.scp": "a1 /x/mix.ark:1\n", "vocals.mine.scp": "a1 /x/v.ark:1\n",
+    files = {"mix.backup.scp": f"a1 {mine}/mix.ark:1\n", "vocals.mine.scp": "a1 /x/v.ark:1\n",
              "utt2num_frames.orig": "a1 3\n", "cmvn.ark": "my stats", "feat_conf.yaml": "n_mels: 3\n",
              "sources": "guitar\n"}
     for name, text in files.items():

@@ -341,10 +341,11 @@ def clear_parts(outdir, sources):
         if path.is_file() and path.name != RECORD and own(path.name):
             path.unlink()
 
-def move_aside(path):
-    """Rename ``path`` to a free ``<path>.old.<YYYYmmdd-HHMMSS>[.N]`` and return the new path. The
-    ark paths of its top-level scp files are made to point into the new place, so that the old
-    dump goes on reading its own arks (not those of a new dump made at ``path``)."""
+def move_aside(path, repoint=True):
+    """Rename ``path`` to a free ``<path>.old.<YYYYmmdd-HHMMSS>[.N]`` and return the new path. With
+    ``repoint`` (a dump of sepkit's) the ark paths of its top-level scp files are made to point into
+    the new place, so that the old dump goes on reading its own arks (not those of a new dump made
+    at ``path``); a folder sepkit did not make is moved as it is."""
     import time
 
     from sepkit.audio import atomic_path
@@ -355,7 +356,7 @@ def move_aside(path):
     while old.exists() or old.is_symlink():
         old, n = path.with_name(f"{path.name}.old.{stamp}.{n}"), n + 1
     os.rename(path, old)
-    for scp in old.glob("*.scp"):
+    for scp in old.glob("*.scp") if repoint else []:
         try:
             text = scp.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
@@ -404,7 +405,7 @@ def prepare(data, outdir, conf, utts, overwrite=False):
     elif state == "absent":
         clear_parts(outdir, data.sources)
     elif state != "new":
-        old = move_aside(outdir)
+        old = move_aside(outdir, repoint=state != "foreign")
         logger.info("%s: --overwrite: moved %s aside to %s%s (remove it when no longer needed)", outdir,
                     "the folder" if state == "foreign" else "the dump there", old,
                     "" if state == "done" else f" ({reason})")
