@@ -144,6 +144,17 @@ def test_holdout_script(tmp_path):
     assert (tmp_path / "o" / "test" / "c.stem.mp4").resolve() == (root / "train" / "c.stem.mp4").resolve()
     out = subprocess.run([str(HOLDOUT), str(root), "4", str(tmp_path / "o")], capture_output=True, text=True)
     assert out.returncode == 1 and "cannot hold out 4 of the 4 tracks" in out.stderr
+    out = subprocess.run([str(HOLDOUT), str(root), "1", str(tmp_path / "o")], capture_output=True, text=True)
+    assert out.returncode == 0 and len(list((tmp_path / "o" / "test").iterdir())) == 1  # its own split: remade
+    mine = tmp_path / "mine"  # a folder of the user's given as <out-root> by mistake: refused, never deleted
+    (mine / "train").mkdir(parents=True)
+    (mine / "train" / "song.wav").write_text("my only copy")
+    (mine / ".sepkit_holdout").write_text("")  # even with the marker: it holds a file, not links
+    for target in (mine, root):
+        before = sorted(p.relative_to(target).as_posix() for p in target.rglob("*"))
+        out = subprocess.run([str(HOLDOUT), str(root), "1", str(target)], capture_output=True, text=True)
+        assert out.returncode == 1 and "not a held-out split made by this script" in out.stderr, out.stderr
+        assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == before
     (root / "test").mkdir()
     out = subprocess.run([str(HOLDOUT), str(root), "1", str(tmp_path / "o")], capture_output=True, text=True)
     assert out.returncode == 1 and "already has a test/ split" in out.stderr

@@ -590,3 +590,26 @@ def test_slurm_sigkill_stops_the_client_and_scancels(tmp_path, fake_sbatch):
         _wait_for(lambda: not any(_alive(p) for p in pids), 5, "end of the sbatch clients")
     finally:
         _cleanup(proc, pids)
+
+
+def test_train_exp_is_not_done_when_a_dump_changed_in_place(tmp_path):
+    """A dump recomputed with the same file names (another remix seed) makes a finished training stale."""
+    cmd = tmp_path / "fake_cmd.sh"
+    cmd.write_text(FAKE_TRAIN_CMD)
+    cmd.chmod(0o755)
+    for d in ("train", "valid"):
+        (tmp_path / "dump" / d).mkdir(parents=True)
+        (tmp_path / "dump" / d / "mix.scp").write_text(f"u1 dump/{d}/feats.1.ark:10\n")
+        (tmp_path / "dump" / d / "feats.1.ark").write_bytes(b"\0" * 100)
+    (tmp_path / "dump" / "train" / "cmvn.ark").write_text("x")
+    (tmp_path / "c.yaml").write_text("alpha: 0.5\n")
+    args = [str(UTILS / "train_exp.sh"), "--cmd", str(cmd), "c.yaml", "dump/train", "dump/valid", "exp/x"]
+    _run(args, tmp_path, check_rc=0)
+    first = (tmp_path / "exp" / "x" / "model.pt").read_text()
+    assert "already finished" in _run(args, tmp_path, check_rc=0).stderr
+    ark = tmp_path / "dump" / "valid" / "feats.1.ark"
+    st = ark.stat()
+    ark.write_bytes(b"\1" * 120)  # other features under the same names; scp files untouched, older times kept
+    os.utime(ark, ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))
+    proc = _run(args, tmp_path, check_rc=0)
+    assert "already finished" not in proc.stderr and (tmp_path / "exp" / "x" / "model.pt").read_text() != first

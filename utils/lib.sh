@@ -6,15 +6,16 @@
 #   stamp_ok MARKER SIG [INPUT...]  true when MARKER exists, its first line is SIG and every INPUT
 #                                   is what it was when MARKER was written: a file of the same size
 #                                   and modification time (ns), a data dir (a folder with wav.scp)
-#                                   of the same fingerprint (python -m sepkit.data.fingerprint: its
+#                                   or a dump (mix.scp) of the same fingerprint (python -m sepkit.data.fingerprint: its
 #                                   scp files and the size and time of its audio). An INPUT that
 #                                   MARKER has no record of (a marker of an older sepkit) must not be
 #                                   newer than MARKER.
 #   stamp_write MARKER SIG [INPUT...]  write MARKER (atomically): SIG, then one record per INPUT
 #   stamp_write MARKER SIG --records TEXT   the same with records taken before the stage ran
 #                                   (input_records): an input changed while it ran stays stale
-#   input_records INPUT...          those records ("input <path> <size> <mtime ns>" or
-#                                   "input <dir> data:<fingerprint>"), one a line
+#   input_records INPUT...          those records ("input <path> <size> <mtime ns>",
+#                                   "input <dir> data:<fingerprint>" or, for a feature dump (a folder
+#                                   with mix.scp), "input <dir> dump:<fingerprint>"), one a line
 #   lock_recipe_dir                 (egs/*/run.sh, at start) hold exp/.run.lock of the recipe dir
 #                                   (the current dir) with flock for as long as the run lives, or
 #                                   refuse with one line naming the folder and the pid holding it
@@ -60,6 +61,10 @@ input_records() {
       [ -n "${python:-}" ] || sepkit_python
       fp=$("$python" -m sepkit.data.fingerprint data "$input") || exit 1
       printf 'input %s data:%s\n' "$input" "$fp"
+    elif [ -d "$input" ] && [ -f "$input/mix.scp" ]; then
+      [ -n "${python:-}" ] || sepkit_python
+      fp=$("$python" -m sepkit.data.fingerprint dump "$input") || exit 1
+      printf 'input %s dump:%s\n' "$input" "$fp"
     elif [ -e "$input" ]; then
       printf 'input %s %s\n' "$input" "$(stat -c '%s %.9Y' -- "$input" | tr -d .)"
     else

@@ -34,12 +34,13 @@ done
 [ -f "$train_dump/cmvn.ark" ] || { echo "$0: $train_dump/cmvn.ark not found (run the feature stage first)" >&2; exit 1; }
 
 sig="config=$(md5sum < "$config" | cut -d' ' -f1) args=$train_args train=$(cd "$train_dump" && pwd) valid=$(cd "$valid_dump" && pwd)"
-if ! $overwrite && [ -f "$expdir/model.pt" ] \
-    && stamp_ok "$expdir/.done" "$sig" "$train_dump/mix.scp" "$train_dump/cmvn.ark" "$valid_dump/mix.scp"; then
+inputs=("$train_dump" "$valid_dump" "$train_dump/cmvn.ark")  # the dumps by fingerprint (lib.sh input_records)
+if ! $overwrite && [ -f "$expdir/model.pt" ] && stamp_ok "$expdir/.done" "$sig" "${inputs[@]}"; then
   log "$expdir: training already finished ($expdir/model.pt), skipping (--overwrite true to retrain)"
   exit 0
 fi
 stamp_clear "$expdir/.done"
+records=$(input_records "${inputs[@]}") || exit 1  # taken before training: a dump changed meanwhile stays stale
 if $overwrite && { [ -e "$expdir" ] || [ -L "$expdir" ]; }; then
   move_aside "$expdir"  # its training, and separations or scores of its model: kept, not deleted
   for sep in "$moved_to"/separate_*/; do
@@ -65,5 +66,5 @@ if ! $cmd $gpu_opt "$expdir/log/train.log" \
   exit 1
 fi
 [ -f "$expdir/model.pt" ] || { echo "$0: training ended without $expdir/model.pt, see $expdir/log/train.log" >&2; exit 1; }
-stamp_write "$expdir/.done" "$sig"
+stamp_write "$expdir/.done" "$sig" --records "$records"
 log "$expdir: training finished: $(grep -h "training finished\|already finished" "$expdir/log/train.log" | tail -n 1 | sed 's/.*INFO: //')"

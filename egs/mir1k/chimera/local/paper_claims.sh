@@ -65,7 +65,12 @@ set_from() {  # set_from OUT IN...: OUT = the data dirs IN together, remade only
   shift
   for d in "$@"; do [ "${d}/wav.scp" -nt "${out}/wav.scp" ] && stale=true; done  # true when OUT is missing
   ${stale} || return 0
-  if [ $# -eq 1 ]; then rm -rf "${out}" && cp -r "$1" "${out}"; else utils/combine_data.sh "${out}" "$@"; fi
+  if [ $# -eq 1 ]; then
+    if [ -e "${out}" ]; then move_aside "${out}"; fi  # a stale copy: kept aside (logged), never deleted
+    cp -r "$1" "${out}"
+  else
+    utils/combine_data.sh "${out}" "$@"
+  fi
   log "${out}: $(wc -l < "${out}/wav.scp") files"
 }
 
@@ -83,7 +88,13 @@ if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
       case ",${tuning_singers}," in *",$(basename "$f" | cut -d_ -f1),"*) continue ;; esac
       ln -s "$(readlink -f "$f")" "${root}.tmp/Wavfile/"
     done
-    rm -rf "${root}" && mv "${root}.tmp" "${root}"
+    if [ -e "${root}" ] || [ -L "${root}" ]; then
+      if [ -n "$(find "${root}" -mindepth 1 ! -path "${root}/Wavfile" ! \( -type l -path "${root}/Wavfile/*" \) -print -quit)" ]; then
+        log "${root} holds files that this script did not make (it makes links only): move it away first"; exit 1
+      fi
+      find "${root}/Wavfile" -mindepth 1 -maxdepth 1 -type l -delete && rmdir "${root}/Wavfile" "${root}"
+    fi
+    mv "${root}.tmp" "${root}"
   else
     log "WARNING: ${mir1k} has no singer besides ${train_singers} and ${tuning_singers}: the matched test set is ${tuning_singers}"
   fi
