@@ -545,16 +545,22 @@ mkdir -p "$outdir" && echo "model $RANDOM$RANDOM" > "$outdir/model.pt"
 """
 
 
-def test_train_exp_overwrite_moves_the_exp_dir_aside(tmp_path):
+def _fake_train_exp(tmp_path):
+    """A fake job runner, two tiny dumps (one ark each) and a config; returns train_exp.sh's command line."""
     cmd = tmp_path / "fake_cmd.sh"
     cmd.write_text(FAKE_TRAIN_CMD)
     cmd.chmod(0o755)
     for d in ("train", "valid"):
         (tmp_path / "dump" / d).mkdir(parents=True)
-        (tmp_path / "dump" / d / "mix.scp").write_text("u1 a.ark:10\n")
+        (tmp_path / "dump" / d / "mix.scp").write_text(f"u1 dump/{d}/feats.1.ark:10\n")
+        (tmp_path / "dump" / d / "feats.1.ark").write_bytes(b"\0" * 100)
     (tmp_path / "dump" / "train" / "cmvn.ark").write_text("x")
     (tmp_path / "c.yaml").write_text("alpha: 0.5\n")
-    args = [str(UTILS / "train_exp.sh"), "--cmd", str(cmd), "c.yaml", "dump/train", "dump/valid", "exp/x"]
+    return [str(UTILS / "train_exp.sh"), "--cmd", str(cmd), "c.yaml", "dump/train", "dump/valid", "exp/x"]
+
+
+def test_train_exp_overwrite_moves_the_exp_dir_aside(tmp_path):
+    args = _fake_train_exp(tmp_path)
     _run(args, tmp_path, check_rc=0)
     exp = tmp_path / "exp" / "x"
     old_model = (exp / "model.pt").read_text()
@@ -594,16 +600,7 @@ def test_slurm_sigkill_stops_the_client_and_scancels(tmp_path, fake_sbatch):
 
 def test_train_exp_is_not_done_when_a_dump_changed_in_place(tmp_path):
     """A dump recomputed with the same file names (another remix seed) makes a finished training stale."""
-    cmd = tmp_path / "fake_cmd.sh"
-    cmd.write_text(FAKE_TRAIN_CMD)
-    cmd.chmod(0o755)
-    for d in ("train", "valid"):
-        (tmp_path / "dump" / d).mkdir(parents=True)
-        (tmp_path / "dump" / d / "mix.scp").write_text(f"u1 dump/{d}/feats.1.ark:10\n")
-        (tmp_path / "dump" / d / "feats.1.ark").write_bytes(b"\0" * 100)
-    (tmp_path / "dump" / "train" / "cmvn.ark").write_text("x")
-    (tmp_path / "c.yaml").write_text("alpha: 0.5\n")
-    args = [str(UTILS / "train_exp.sh"), "--cmd", str(cmd), "c.yaml", "dump/train", "dump/valid", "exp/x"]
+    args = _fake_train_exp(tmp_path)
     _run(args, tmp_path, check_rc=0)
     first = (tmp_path / "exp" / "x" / "model.pt").read_text()
     assert "already finished" in _run(args, tmp_path, check_rc=0).stderr
