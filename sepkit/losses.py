@@ -20,8 +20,14 @@ equations are written. Normalisations are separate and explicit:
 
   Without silence weights (``silence_db=None``) both are the same.
 
-Chimera++ objectives (Wang, Le Roux, Hershey, ICASSP 2018), chosen by name from the registries
-:data:`DC_LOSSES` and :data:`MI_LOSSES` (the training keys ``dc_loss`` and ``mi_loss``):
+The objectives are chosen by name from the registries :data:`DC_LOSSES` and :data:`MI_LOSSES` (the
+training keys ``dc_loss`` and ``mi_loss``; :mod:`sepkit.registry`): an objective is one function with a
+``@MI_LOSSES.register(name, help=...)`` (or ``DC_LOSSES``) line above it, here or in a module of one's
+own (docs/extending.md). The configuration's choices and docs/config.md are read from the registries.
+This module imports torch inside its functions only, so that the torch-free configuration can read
+the registries without it.
+
+Chimera++ objectives (Wang, Le Roux, Hershey, ICASSP 2018):
 
 * ``dcw``: the whitened k-means objective ``L_DC,W = D - tr((V^T V)^-1 V^T Y (Y^T Y)^-1 Y^T V)``
   (:func:`dcw_loss`). It is already scale-free (in ``[D - C, D]``), so ``chimera_loss`` reports it
@@ -30,14 +36,21 @@ Chimera++ objectives (Wang, Le Roux, Hershey, ICASSP 2018), chosen by name from 
   with ``T_c = |S_c| cos(theta_c - theta_X)`` (``psa``) or its truncation to ``[0, |X|]``
   (``tpsa*``). ``T_c`` comes from a feature dump made with ``phase_sensitive: true``.
 """
-import torch
-
-from sepkit.frontend import wiener_like_mask
+from sepkit.registry import Registry
 
 __all__ = ["DC_NORMS", "DC_LOSSES", "MI_LOSSES", "PHASE_MI_LOSSES", "dc_loss", "dcw_loss", "msa_loss",
            "mmsa_loss", "psa_loss", "silence_weights", "chimera_loss"]
 
 DC_NORMS = ("active", "all")
+# DC objectives: f(V, Y, W) -> (B,), V (B, N, D), Y (B, N, C), W (B, N) or None. ``scale_free``: the value
+# is used as it is (not divided by TF^2; dc_norm does not apply).
+DC_LOSSES = Registry("dc_loss", scale_free=False)
+# MI objectives: f(mask, mix_mag, src_mag, psa_target, frame_mask) -> (B,), summed over the valid T-F bins
+# (chimera_loss divides by TF). ``needs_phase``: psa_target is needed (a phase_sensitive dump).
+MI_LOSSES = Registry("mi_loss", needs_phase=False)
+
+
+@DC_LOSSES.register("dc", help="Eq. (1), ||W^1/2 (VV' - YY') W^1/2||^2, divided by TF^2 (see dc_norm)")
 
 
 def dc_loss(embedding, assignment, weights=None):
@@ -54,6 +67,8 @@ def dc_loss(embedding, assignment, weights=None):
     Returns:
         ``(B,)`` loss per utterance (no normalisation).
     """
+    import torch
+
     V, Y = embedding, assignment.to(embedding.dtype)
     if weights is not None:
         sw = weights.to(V.dtype).clamp_min(0).sqrt().unsqueeze(-1)
@@ -65,6 +80,9 @@ def dc_loss(embedding, assignment, weights=None):
     return vv.square().sum((1, 2)) - 2 * vy.square().sum((1, 2)) + yy.square().sum((1, 2))
 
 
+@DC_LOSSES.register("dcw", scale_free=True,
+                    help="Chimera++ whitened k-means, D - tr((V'V)^-1 V'Y (Y'Y)^-1 Y'V), scale-free: not divided "
+                         "by TF, dc_norm does not apply")
 def dcw_loss(embedding, assignment, weights=None, ridge=1e-6):
     """Whitened k-means DC objective of Chimera++, per utterance, low-rank (no ``N x N`` matrix).
 
@@ -81,6 +99,8 @@ def dcw_loss(embedding, assignment, weights=None, ridge=1e-6):
     Args: as :func:`dc_loss`; ``ridge``: the added diagonal of ``V^T V``.
     Returns: ``(B,)``.
     """
+    import torch
+
     V, Y = embedding, assignment.to(embedding.dtype)
     if weights is not None:
         sw = weights.to(V.dtype).clamp_min(0).sqrt().unsqueeze(-1)
@@ -127,6 +147,8 @@ def psa_loss(mask, mix_mag, psa_target, frame_mask=None, truncate=False, p=2):
     it to ``[0, |X|]``: ``T_c = min(|X|, max(0, |S_c| cos(theta_c - theta_X)))``. ``p``: 2 (squared
     error) or 1 (absolute error). Returns ``(B,)``.
     """
+    import torch
+
     mix = mix_mag.unsqueeze(-1)
     target = torch.minimum(psa_target.clamp_min(0), mix) if truncate else psa_target
     err = (mask * mix - target).abs()
@@ -145,6 +167,8 @@ def silence_weights(mix_mag, threshold_db=40.0, frame_mask=None):
     ``mix_mag`` is a magnitude spectrogram ``(B, T, F)`` (dB = 20 log10). ``threshold_db=None``
     gives all ones. Padding frames (``frame_mask == 0``) always get 0.
     """
+    import torch
+
     if threshold_db is None:
         w = torch.ones_like(mix_mag)
     else:
@@ -155,16 +179,40 @@ def silence_weights(mix_mag, threshold_db=40.0, frame_mask=None):
     return w
 
 
-# Registries: name -> loss. DC: f(V, Y, W). MI: f(mask, mix_mag, src_mag, psa_target, frame_mask).
-DC_LOSSES = {"dc": dc_loss, "dcw": dcw_loss}
-MI_LOSSES = {
-    "msa": lambda m, x, s, t, fm: msa_loss(m, x, s, fm),
-    "mmsa": lambda m, x, s, t, fm: mmsa_loss(m, x, wiener_like_mask(s), fm),
-    "psa": lambda m, x, s, t, fm: psa_loss(m, x, t, fm),
-    "tpsa": lambda m, x, s, t, fm: psa_loss(m, x, t, fm, truncate=True),
-    "tpsa_l1": lambda m, x, s, t, fm: psa_loss(m, x, t, fm, truncate=True, p=1),
-}
-PHASE_MI_LOSSES = ("psa", "tpsa", "tpsa_l1")  # need psa_target (a phase_sensitive dump)
+# The MI objectives of the registry, in the form f(mask, mix_mag, src_mag, psa_target, frame_mask).
+@MI_LOSSES.register("msa", help="magnitude spectrum approximation, Eq. (2)")
+def _msa(mask, mix_mag, src_mag, psa_target, frame_mask):
+    return msa_loss(mask, mix_mag, src_mag, frame_mask)
+
+
+@MI_LOSSES.register("mmsa", help="masked MSA, Eq. (3), with the Wiener-like reference mask")
+def _mmsa(mask, mix_mag, src_mag, psa_target, frame_mask):
+    from sepkit.frontend import wiener_like_mask
+
+    return mmsa_loss(mask, mix_mag, wiener_like_mask(src_mag), frame_mask)
+
+
+_PHASE = "needs a dump made with phase_sensitive: true"
+
+
+@MI_LOSSES.register("psa", needs_phase=True, help=f"Chimera++ phase-sensitive approximation (L2), {_PHASE}")
+def _psa(mask, mix_mag, src_mag, psa_target, frame_mask):
+    return psa_loss(mask, mix_mag, psa_target, frame_mask)
+
+
+@MI_LOSSES.register("tpsa", needs_phase=True, help=f"truncated PSA (L2), {_PHASE}")
+def _tpsa(mask, mix_mag, src_mag, psa_target, frame_mask):
+    return psa_loss(mask, mix_mag, psa_target, frame_mask, truncate=True)
+
+
+@MI_LOSSES.register("tpsa_l1", needs_phase=True, help=f"truncated PSA (L1), {_PHASE}")
+def _tpsa_l1(mask, mix_mag, src_mag, psa_target, frame_mask):
+    return psa_loss(mask, mix_mag, psa_target, frame_mask, truncate=True, p=1)
+
+
+# The built-in objectives that need psa_target; an objective of one's own says it with needs_phase=True
+# (chimera_loss and the trainer read the registry, not this tuple).
+PHASE_MI_LOSSES = MI_LOSSES.names_with("needs_phase")
 
 
 def chimera_loss(outputs, mix_mag, src_mag, alpha, mi_loss="msa", silence_db=40.0, lengths=None, dc_norm="active",
@@ -178,13 +226,15 @@ def chimera_loss(outputs, mix_mag, src_mag, alpha, mi_loss="msa", silence_db=40.
         src_mag: R, source mel magnitudes ``(B, T, F, C)``; the DC target Y is their IBM.
         alpha: weight of the DC objective in [0, 1]; 1 = pure DC, 0 = pure MI.
         mi_loss: a name of :data:`MI_LOSSES`: ``msa`` (Eq. 2), ``mmsa`` (Eq. 3 with the Wiener-like
-            reference mask), ``psa``, ``tpsa`` or ``tpsa_l1`` (need ``psa_target``).
+            reference mask), ``psa``, ``tpsa`` or ``tpsa_l1`` (need ``psa_target``), or one registered
+            by a plugin.
         silence_db: DC silence weighting threshold (None disables it).
         lengths: ``(B,)`` valid frames per utterance, or None.
         dc_norm: ``active`` or ``all``: the TF of the DC term (see the module docstring).
-        dc_kind: a name of :data:`DC_LOSSES` (``dc``: Eq. 1; ``dcw``: whitened, not divided by TF).
-        psa_target: ``|S_c| cos(theta_c - theta_X)`` ``(B, T, F, C)``, for the losses of
-            :data:`PHASE_MI_LOSSES`.
+        dc_kind: a name of :data:`DC_LOSSES` (``dc``: Eq. 1; ``dcw``: whitened, not divided by TF: an
+            entry registered with ``scale_free=True``).
+        psa_target: ``|S_c| cos(theta_c - theta_X)`` ``(B, T, F, C)``, for the MI losses registered
+            with ``needs_phase=True`` (:data:`PHASE_MI_LOSSES` among the built-in ones).
     Returns:
         dict of ``(B,)`` tensors: ``loss``, ``dc`` (``L_DC / TF^2``) and ``mi`` (``L_MI / TF``);
         a head that alpha leaves out is not evaluated and reported as zeros.
@@ -193,11 +243,14 @@ def chimera_loss(outputs, mix_mag, src_mag, alpha, mi_loss="msa", silence_db=40.
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if dc_norm not in DC_NORMS:
         raise ValueError(f"unknown dc_norm {dc_norm!r} ({' or '.join(DC_NORMS)})")
-    if dc_kind not in DC_LOSSES or mi_loss not in MI_LOSSES:
-        raise ValueError(f"unknown dc_loss {dc_kind!r} or mi_loss {mi_loss!r} (dc_loss: {', '.join(DC_LOSSES)}; "
-                         f"mi_loss: {', '.join(MI_LOSSES)})")
-    if alpha < 1 and mi_loss in PHASE_MI_LOSSES and psa_target is None:
+    if dc_kind not in DC_LOSSES:
+        raise ValueError(DC_LOSSES.unknown(dc_kind))
+    if mi_loss not in MI_LOSSES:
+        raise ValueError(MI_LOSSES.unknown(mi_loss))
+    if alpha < 1 and MI_LOSSES.setting(mi_loss, "needs_phase") and psa_target is None:
         raise ValueError(f"mi_loss {mi_loss!r} needs psa_target (a feature dump made with phase_sensitive: true)")
+    import torch
+
     B, T, F = mix_mag.shape
     frame_mask = None
     if lengths is not None:
@@ -213,11 +266,11 @@ def chimera_loss(outputs, mix_mag, src_mag, alpha, mi_loss="msa", silence_db=40.
 
         w = silence_weights(mix_mag, silence_db, frame_mask)
         raw = DC_LOSSES[dc_kind](outputs["embedding"], ibm(src_mag).reshape(B, T * F, -1), w.reshape(B, T * F))
-        if dc_kind == "dc":
+        if not DC_LOSSES.setting(dc_kind, "scale_free"):
             n_dc = w.flatten(1).sum(1).clamp_min(1.0) if dc_norm == "active" else n_bins
             dc = raw / n_dc.square()  # alpha * L_DC / TF of Eq. (4), divided by TF once more
         else:
-            dc = raw  # L_DC,W is scale-free
+            dc = raw  # e.g. L_DC,W: scale-free
         total = total + alpha * dc
     if alpha < 1:
         raw = MI_LOSSES[mi_loss](outputs["mask"], mix_mag, src_mag, psa_target, frame_mask)

@@ -5,7 +5,8 @@
     utils/gen_config_doc.py --check    # exit 1 when docs/config.md is not what the code gives
 
 Sources, so that the page cannot drift from the code: the parsers of the training keys
-(sepkit.train.config) and of every ``python -m sepkit.bin.<verb>``; sepkit.frontend.FeatureConfig;
+(sepkit.train.config; the names and help texts of mi_loss and dc_loss come from the registries
+sepkit.losses.MI_LOSSES and DC_LOSSES, so a registered objective appears here once regenerated) and of every ``python -m sepkit.bin.<verb>``; sepkit.frontend.FeatureConfig;
 the folder-corpus description (sepkit.data.corpora.folder.DEFAULTS and the option help of
 egs/folder/chimera/local/prepare_folder.py); and the option lines of the shipped recipes' run.sh and of
 the stage scripts utils/*.sh (the ``name=value  # comment`` lines that parse_options.sh reads).
@@ -37,7 +38,7 @@ FEATURE_HELP = {
     "input": "network input: logmel (log-mel, from linear magnitudes through the mel filters) or logmag "
              "(log STFT magnitude; needs bins: linear)",
     "phase_sensitive": "also store |S_c| cos(theta_c - theta_X) per source, on the dump's bins: needed by "
-                       "mi_loss psa, tpsa and tpsa_l1 (about 1 + C/(C+1) times the dump size)",
+                       "mi_loss {phase} (about 1 + C/(C+1) times the dump size)",
 }
 # The recipes documented: those shipped with sepkit (the table of docs/recipes.md; tests/test_docs.py checks
 # that the two agree), not whichever egs/*/*/run.sh exist, so that a recipe made with utils/new_recipe.sh
@@ -110,7 +111,8 @@ def training_section():
              "`python -m sepkit.bin.train --print_config` prints the same keys as YAML.", ""]
     parser = get_parser()
     for group in parser._action_groups:
-        rows = [(code(a.dest), code("none" if a.default is None else a.default), a.help) for a in group._group_actions
+        rows = [(code(a.dest), code("none" if a.default is None else a.default), a.help.replace("%%", "%"))
+                for a in group._group_actions
                 if a.dest not in ("help", "config", "print_config")]
         if rows:
             lines += [f"### {group.title}", "", table(rows), ""]
@@ -120,11 +122,15 @@ def training_section():
 def features_section():
     from sepkit.frontend import FeatureConfig
 
+    from sepkit.losses import MI_LOSSES
+
+    phase = MI_LOSSES.names_with("needs_phase")  # the registry says which objectives need the phase
+    phase = ", ".join(phase[:-1]) + " and " + phase[-1] if len(phase) > 1 else "".join(phase) or "(none)"
     rows = []
     for field in dataclasses.fields(FeatureConfig):
         if field.name not in FEATURE_HELP:
             raise SystemExit(f"gen_config_doc: FeatureConfig.{field.name} has no help text in FEATURE_HELP")
-        rows.append((code(field.name), code(field.default), FEATURE_HELP[field.name]))
+        rows.append((code(field.name), code(field.default), FEATURE_HELP[field.name].format(phase=phase)))
     return ["## Features: `conf/feats.yaml` (`sepkit.frontend.FeatureConfig`)", "",
             "The feature dump `dump/<name of the file>/` is computed with these settings and the model file "
             "stores them, so separation uses the same ones. A training config `conf/tuning/X.yaml` with a "

@@ -8,6 +8,9 @@ given with ``--config``. Rules that configargparse alone does not give:
 * booleans accept ``true/false/yes/no/on/off/1/0`` (YAML booleans included);
 * keys that may be empty accept ``none`` / ``null`` / YAML ``null`` (configargparse would drop a
   YAML null and keep the code default);
+* ``mi_loss`` and ``dc_loss`` take the names of the registries :data:`sepkit.losses.MI_LOSSES` and
+  :data:`~sepkit.losses.DC_LOSSES` (:mod:`sepkit.registry`), whose help texts make the keys' help; the
+  modules of ``plugins`` are imported first, so that their entries are names too;
 * ``--print_config`` prints every key with its default and help text as YAML, and
   :func:`dump_config` writes the resolved configuration (``exp/<tag>/config.yaml``), which is
   itself a valid ``--config`` file.
@@ -19,6 +22,8 @@ import sys
 import configargparse
 import yaml
 
+from sepkit.losses import DC_LOSSES, MI_LOSSES  # registries only: sepkit.losses imports torch lazily
+from sepkit.registry import Registry, RegistryError, load_plugins
 from sepkit.train.curriculum import ConfigError, parse_curriculum
 
 __all__ = ["ConfigError", "str2bool", "optional", "get_parser", "parse_config", "config_dict", "config_yaml",
@@ -103,8 +108,13 @@ def _curriculum(value):
     return value
 
 
-# (group, key, converter, default, help). The order is the order of --print_config.
+# (group, key, converter, default, help). The order is the order of --print_config. The help of a key whose
+# CHOICES entry is a registry is followed by the registry's names and help texts (see _help).
 _KEYS = [
+    ("plugins", "plugins", optional(str), None,
+     "comma-separated Python modules or .py files imported before the other keys are checked (in every "
+     "training process): code of one's own that registers objectives, bodies or heads "
+     "(docs/extending.md); none = no plugins"),
     ("model", "hidden", _positive_int, 500, "BLSTM units per direction (paper: 500)"),
     ("model", "layers", _positive_int, 4, "number of BLSTM layers (paper: 4)"),
     ("model", "emb_dim", _positive_int, 20, "D, embedding dimension per T-F bin (paper: 20)"),
@@ -119,12 +129,8 @@ _KEYS = [
     ("objective", "alpha", _unit_float, 0.1,
      "Chimera weight of the DC objective, Eq. (4): 1 = DC only, 0 = MI only (only the heads the "
      "objective uses are built)"),
-    ("objective", "mi_loss", str, "msa",
-     "MI objective: msa (Eq. 2), mmsa (Eq. 3), or Chimera++'s phase-sensitive psa, truncated tpsa (L2) "
-     "or tpsa_l1 (L1); the last three need a feature dump made with phase_sensitive: true"),
-    ("objective", "dc_loss", str, "dc",
-     "DC objective: dc (Eq. 1) or dcw (Chimera++ whitened k-means, D - tr((V'V)^-1 V'Y (Y'Y)^-1 Y'V), "
-     "scale-free: not divided by TF, dc_norm does not apply)"),
+    ("objective", "mi_loss", str, "msa", "MI objective, a name of sepkit.losses.MI_LOSSES"),
+    ("objective", "dc_loss", str, "dc", "DC objective, a name of sepkit.losses.DC_LOSSES"),
     ("objective", "silence_db", optional(float), 40.0,
      "DC loss ignores bins this many dB below the segment's peak; none = weigh all bins"),
     ("objective", "dc_norm", str, "active",
@@ -186,9 +192,9 @@ _KEYS = [
      "auto = continue from the newest valid checkpoint in <outdir>/checkpoints (if any); "
      "none = start fresh (refused if checkpoints exist); or a checkpoint file"),
 ]
-# mi_loss and dc_loss: the names of sepkit.losses.MI_LOSSES and DC_LOSSES (kept free of torch here)
-CHOICES = {"mask_activation": ("softmax", "sigmoid"), "mask_bins": ("mel", "linear"), "mi_loss": ("msa", "mmsa", "psa", "tpsa", "tpsa_l1"),
-           "dc_loss": ("dc", "dcw"), "dc_norm": ("active", "all"),
+# A registry as choices: its names when the value is checked (plugins loaded), not when the parser is made.
+CHOICES = {"mask_activation": ("softmax", "sigmoid"), "mask_bins": ("mel", "linear"), "mi_loss": MI_LOSSES,
+           "dc_loss": DC_LOSSES, "dc_norm": ("active", "all"),
            "optimizer": ("rmsprop", "adam"), "lr_schedule": ("plateau", "cosine"),
            "dtype": ("float32", "bfloat16"), "device": ("auto", "cpu", "cuda")}
 GROUPS = {}
@@ -267,14 +273,20 @@ def get_parser(prog="sepkit.bin.train"):
         if group not in groups:
             groups[group] = parser.add_argument_group(group)
         names = [f"--{key}"] + ([f"--{key.replace('_', '-')}"] if "_" in key else [])
-        kw = dict(type=conv, default=default, help=text, metavar=key.upper())
+        kw = dict(type=conv, default=default, help=_help(key, text).replace("%", "%%"), metavar=key.upper())
         if conv is str2bool:
             kw.update(nargs="?", const=True, metavar="BOOL")
-        if key in CHOICES:
+        if key in CHOICES and not isinstance(CHOICES[key], Registry):  # registries: check_config
             kw["choices"] = CHOICES[key]
             kw.pop("metavar")
         groups[group].add_argument(*names, **kw)
     return parser
+
+
+def _help(key, text):
+    """The help text of ``key``: a registry's keys end with its entries (``name: help; ...``)."""
+    choices = CHOICES.get(key)
+    return f"{text}: {choices.describe()}" if isinstance(choices, Registry) else text
 
 
 def parse_config(argv=None, parser=None, require_paths=True):
@@ -301,8 +313,16 @@ def check_config(conf):
     """Cross-key checks (value ranges per key are done by the converters).
 
     A curriculum whose stages all have epoch counts is simply cut at ``epochs``; one whose last
-    stage runs "until epochs" must leave it at least one epoch.
+    stage runs "until epochs" must leave it at least one epoch. The ``plugins`` are imported here,
+    before the names of the registries' keys are checked.
     """
+    try:
+        load_plugins(conf.get("plugins"))
+    except RegistryError as exc:
+        raise ConfigError(str(exc)) from None
+    for key, registry in CHOICES.items():
+        if isinstance(registry, Registry) and key in conf and conf[key] not in registry:
+            raise ConfigError(registry.unknown(conf[key]))
     if conf.get("lr_schedule") == "cosine":
         if conf.get("steps_per_epoch") is None:
             raise ConfigError("lr_schedule cosine needs steps_per_epoch (its decay ends at the last step of "
@@ -327,7 +347,7 @@ def config_dict(args):
 
 def config_yaml(conf, comments=False):
     """YAML text of a configuration dict, grouped by section (help text as comments if asked)."""
-    helps = {k: h for _, k, _, _, h in _KEYS}
+    helps = {k: _help(k, h) for _, k, _, _, h in _KEYS}
     lines = []
     for group, keys in GROUPS.items():
         lines.append(f"# --- {group} ---")

@@ -47,9 +47,9 @@ def build_model_conf(conf, feat_conf, n_sources):
 
 def _check_dump(conf, dump):
     """Refuse, in one line, objectives or masks that the dump cannot feed (an older or mel dump)."""
-    from sepkit.losses import PHASE_MI_LOSSES
+    from sepkit.losses import MI_LOSSES
 
-    if conf["alpha"] < 1 and conf["mi_loss"] in PHASE_MI_LOSSES and not dump.feat_conf.phase_sensitive:
+    if conf["alpha"] < 1 and MI_LOSSES.setting(conf["mi_loss"], "needs_phase") and not dump.feat_conf.phase_sensitive:
         raise SystemExit(f"{dump.path}: mi_loss {conf['mi_loss']} needs the sources' phase, which this dump lacks; "
                          "re-run stage 2 (compute_feats) with phase_sensitive: true in the feature config")
     if conf["mask_bins"] == "linear" and dump.feat_conf.bins != "linear":
