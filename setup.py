@@ -29,6 +29,7 @@ setup(
         "mir_eval<0.9",
         "scikit-learn",
         "tqdm",
+        "huggingface_hub",  # sepkit-separate --model <owner>/<name> (sepkit/hub.py)
     ],
     extras_require={
         "dev": ["pytest", "pytest-timeout", "museval", "hypothesis"],  # museval: the live BSS eval v4 cross-check (tests/test_metrics_v4.py); hypothesis: hostile model files
@@ -38,6 +39,7 @@ setup(
         "console_scripts": [
             "sepkit-separate=sepkit.bin.separate:console_main",
             "sepkit-export=sepkit.bin.export:console_main",
+            "sepkit-pack=sepkit.bin.pack_hub:console_main",
         ]
     },
 )

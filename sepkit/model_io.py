@@ -62,7 +62,8 @@ def save_model_dict(path, d):
 
 
 def resolve_model_path(path):
-    """``exp/<tag>`` directory -> its ``model.pt``; a file is returned as is."""
+    """``exp/<tag>`` directory or hub folder -> its ``model.pt``; a file is returned as is (hub ids:
+    :func:`sepkit.hub.resolve_model`)."""
     path = Path(path)
     problem = path_problem(path)
     if problem is not None:
@@ -71,15 +72,34 @@ def resolve_model_path(path):
         cand = path / "model.pt"
         if not cand.is_file():
             problem = path_problem(cand)
-            raise ModelFileError(f"{cand}: {problem}" if problem not in (None, "no such file") else
-                                 f"{path}: no model.pt in this directory (has training finished?)")
+            if problem not in (None, "no such file"):
+                raise ModelFileError(f"{cand}: {problem}")
+            if (path / "README.md").is_file() and not (path / "train.log").exists():  # a model card, no training
+                raise ModelFileError(f"{path}: hub folder without its model file: no model.pt in this directory "
+                                     "(an incomplete download or upload?)")
+            raise ModelFileError(f"{path}: no model.pt in this directory (has training finished?)")
         return cand
     return path
 
 
 def load_model_dict(path):
-    """Load and check a model file (``weights_only=True``); raises :class:`ModelFileError`."""
-    path = resolve_model_path(path)
+    """Load and check a model file (``weights_only=True``); raises :class:`ModelFileError`.
+
+    ``path``: a model file, an ``exp/<tag>`` or hub folder, or a hub id ``owner/name[@revision]``
+    (:func:`sepkit.hub.resolve_model`).
+    """
+    from sepkit.hub import resolve_model
+
+    spec, path = path, resolve_model(path)
+    if os.path.lexists(spec):
+        return _load_checked(path)
+    try:  # from the hub: the error names the id, then the cached file
+        return _load_checked(path)
+    except ModelFileError as exc:
+        raise ModelFileError(f"hub model {spec}: {exc}") from None
+
+
+def _load_checked(path):
     if os.path.getsize(path) == 0:
         raise ModelFileError(f"{path}: empty model file")
     try:

@@ -200,7 +200,8 @@ class Separator:
 
     @classmethod
     def from_pretrained(cls, path, device="cpu", dtype=None, **kwargs):
-        """Load an ``exp/<tag>`` directory or an exported model file (see :class:`Separator`)."""
+        """Load an exported model file, an ``exp/<tag>`` or hub folder, or a hub id ``owner/name[@revision]``
+        (fetched or read from the local cache by ``huggingface_hub``; :mod:`sepkit.hub`), see :class:`Separator`."""
         return cls(load_model_dict(path), device=device, dtype=dtype, **kwargs)
 
     @property

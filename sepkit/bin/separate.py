@@ -55,7 +55,8 @@ def get_parser():
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files to separate")
-    p.add_argument("--model", required=True, help="exp/<tag> directory or exported model file")
+    p.add_argument("--model", required=True, help="exported model file, exp/<tag> or hub folder, or hub id "
+                                                   "owner/name[@revision] (huggingface_hub; docs/hub.md)")
     p.add_argument("--outdir", required=True, help="output directory (OUT/<name>/<source>.wav)")
     p.add_argument("--head", choices=["mi", "dc"], default=None,
                    help="mask-inference or deep-clustering (k-means) head (default: mi when the model has it)")
