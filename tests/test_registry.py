@@ -157,6 +157,9 @@ def test_plugins_key_imports_a_file_of_ones_own_before_the_names_are_checked(tmp
     conf = tmp_path / "conf.yaml"
     conf.write_text(f"plugins: {plugin}\nmi_loss: l1mask_plugin\n")
     try:
+        with pytest.raises(SystemExit):  # --print_config imports the plugins: their entries are in the comments
+            parse_config(["--plugins", str(plugin), "--print_config"])
+        assert "l1mask_plugin: L1 mask approximation (a plugin file)" in capsys.readouterr().out
         args = parse_config(["--config", str(conf)], require_paths=False)
         assert args.mi_loss == "l1mask_plugin" and args.plugins == str(plugin)
         assert MI_LOSSES.help("l1mask_plugin") == "L1 mask approximation (a plugin file)"

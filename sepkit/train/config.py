@@ -297,6 +297,10 @@ def parse_config(argv=None, parser=None, require_paths=True):
     parser = parser or get_parser()
     args = parser.parse_args(argv)
     if args.print_config:
+        try:
+            load_plugins(args.plugins)  # their entries are listed in the help comments too
+        except RegistryError as exc:
+            parser.error(str(exc))
         sys.stdout.write(default_config_yaml())
         raise SystemExit(0)
     missing = [k for k in REQUIRED if require_paths and getattr(args, k) is None]
