@@ -29,6 +29,10 @@ from sepkit.model_io import ModelFileError, load_model_dict  # noqa: E402
 REPO_ID = "sepkit-test/tiny-chimera"
 RESULTS = """# exp results
 
+```
+# a shell comment in a code block is no heading, and | this | no table |
+```
+
 | tag | set | head | SI-SDRi V | SI-SDRi M |
 |---|---|---|---:|---:|
 | other | test | mi | 1.00 | 2.00 |
@@ -144,6 +148,7 @@ def test_pack_writes_model_config_and_card(packed, trained):
                    f"--model {REPO_ID}"):
         assert needle in card, needle
     assert "| other |" not in card  # only the packed experiment's rows of exp/RESULTS.md
+    assert "**exp results**" in card and "shell comment" not in card and "no table" not in card
 
 
 def test_load_by_hub_id_offline_separates_like_the_file(packed, trained, offline, tmp_path, capsys):
@@ -169,6 +174,17 @@ def test_load_by_hub_id_offline_separates_like_the_file(packed, trained, offline
             a = sf.read(tmp_path / f"by_id_{head}" / "song" / f"{name}.wav")[0]
             b = sf.read(tmp_path / f"by_exp_{head}" / "song" / f"{name}.wav")[0]
             assert np.array_equal(a, b), (head, name)
+
+
+def test_pack_finds_the_exp_of_a_checkpoint(trained, tmp_path):
+    ckpt = sorted((trained / "checkpoints").iterdir())[-1]
+    assert pack(ckpt, tmp_path / "from-ckpt") == 0
+    card = (tmp_path / "from-ckpt" / "README.md").read_text()
+    assert "--epochs 2`" in card and "No results table given" in card
+    plain = tmp_path / "plain.pt"
+    plain.write_bytes((trained / "model.pt").read_bytes())  # an exported file alone: nothing to tell
+    assert pack(plain, tmp_path / "from-file") == 0
+    assert "training command: not recorded" in (tmp_path / "from-file" / "README.md").read_text()
 
 
 def test_local_hub_folder_loads_like_the_file(packed, trained):
@@ -250,7 +266,8 @@ def test_pack_refusals_leave_nothing(trained, packed, tmp_path, capsys):
             ([trained, bad / "x", "--licence", "MIT licence\nevil: 1"], ["--licence", "not a licence id"]),
             ([trained, bad / "x", "--results", bad / "notes.md"], ["notes.md", "no Markdown table"]),
             ([trained, bad / "x", "--results", bad / "none.md"], ["none.md", "cannot read"]),
-            ([trained, bad / ".hidden"], [".hidden", "starts with a dot"])):
+            ([trained, bad / ".hidden"], [".hidden", "starts with a dot"]),
+            ([trained, bad / "x", "--repo_id", "a/b/../c"], ["--repo_id", "not a hub id"])):
         line = one_error(*argv)
         assert all(w in line for w in words), (line, words)
         assert sorted(p.name for p in bad.iterdir()) == ["broken.pt", "notes.md"], argv

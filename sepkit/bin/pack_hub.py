@@ -68,8 +68,9 @@ def _exp_dir(model):
     path = Path(model)
     if path.is_dir():
         return path
-    if path.name == "model.pt" and (path.parent / "train.log").is_file():
-        return path.parent
+    for exp in (path.parent, path.parent.parent):  # exp/<tag>/model.pt, exp/<tag>/checkpoints/<ckpt>.pt
+        if path.suffix == ".pt" and (exp / "train.log").is_file():
+            return exp
     return None
 
 
@@ -118,9 +119,13 @@ def results_tables(path, tag=None):
         lines = Path(path).read_text(errors="replace").splitlines()
     except OSError as exc:
         raise PackError(f"{path}: cannot read the results file ({exc.strerror or exc})") from None
-    tables, heading, cur = [], None, None
+    tables, heading, cur, fenced = [], None, None, False
     for line in lines + [""]:
-        if line.lstrip().startswith("|"):
+        if line.lstrip().startswith(("```", "~~~")):  # a code block: its lines are neither tables nor headings
+            fenced, cur = not fenced, None
+        elif fenced:
+            continue
+        elif line.lstrip().startswith("|"):
             if cur is None:
                 cur = {"heading": heading, "rows": []}
                 tables.append(cur)
@@ -223,6 +228,12 @@ def pack(model, outdir, args):
     why = name_problem(out.name)
     if why is not None:  # the folder's name is the model's name on the hub
         raise PackError(f"{outdir}: the folder name {why}")
+    if args.repo_id:
+        from sepkit.hub import parse_hub_id
+
+        hub = parse_hub_id(args.repo_id)
+        if hub is None or hub[1] is not None:
+            raise PackError(f"--repo_id {args.repo_id!r}: not a hub id owner/name (each a safe name)")
     if not _LICENCE.match(args.licence):
         raise PackError(f"--licence {args.licence!r}: not a licence id (letters, digits, . + -; e.g. apache-2.0)")
     if os.path.lexists(out):
