@@ -177,3 +177,100 @@ def test_plugins_key_imports_a_file_of_ones_own_before_the_names_are_checked(tmp
     assert "RuntimeError: half written" in err
     with pytest.raises(RegistryError, match="No module named"):
         load_plugins("sepkit_no_such_module")
+
+
+# ------------------------------------------------------------------------------ bodies and heads
+
+
+class GRUBody(torch.nn.Module):
+    """A body of this file: one bidirectional GRU (the settings every body is given; some unused)."""
+
+    def __init__(self, input_dim, hidden, layers, dropout, batch_norm):
+        super().__init__()
+        self.gru = torch.nn.GRU(input_dim, hidden, batch_first=True, bidirectional=True)
+        self.out_dim = 2 * hidden
+
+    def forward(self, x, lengths=None):
+        return self.gru(x)[0]
+
+
+@pytest.fixture
+def gru_registered():
+    from sepkit.nets import BODIES
+
+    BODIES.register("gru_test", GRUBody, help="one bidirectional GRU (registered by tests/test_registry.py)")
+    yield
+    BODIES.unregister("gru_test")
+
+
+def test_a_body_added_from_this_file_alone(gru_registered, tmp_path, capsys, one_thread):
+    from sepkit.bin.train import main as train_main
+    from sepkit.model_io import ModelFileError, load_model_dict
+
+    assert parse_config(["--body", "gru_test"], require_paths=False).body == "gru_test"
+    assert "unknown body 'gru_tst' (known: blstm, gru_test)" in _one_line_exit(capsys, ["--body", "gru_tst"])
+    assert "| `gru_test` | one bidirectional GRU" in _gen_config_doc().render()
+    corpus = make_corpus(tmp_path, n_train=4, n_valid=2, seconds=0.8)
+    args = train_args(corpus, tmp_path / "exp", "--body", "gru_test", "--epochs", "1", "--batch_size", "2",
+                      "--max_steps_per_epoch", "2", "--tensorboard", "false")
+    assert train_main(args) == 0
+    d = load_model_dict(tmp_path / "exp" / "model.pt")  # checked against the network its model_conf builds
+    assert d["model_conf"]["body"] == "gru_test" and any(k.startswith("encoder.gru.") for k in d["model_state"])
+    from sepkit.nets import BODIES
+
+    BODIES.unregister("gru_test")  # where the body is not registered, the file is refused in one line
+    try:
+        with pytest.raises(ModelFileError, match=r"unknown body 'gru_test' \(known: blstm\)"):
+            load_model_dict(tmp_path / "exp" / "model.pt")
+    finally:
+        BODIES.register("gru_test", GRUBody, help="one bidirectional GRU (registered by tests/test_registry.py)")
+
+
+def test_the_default_body_leaves_model_conf_as_before():
+    from sepkit.frontend import FeatureConfig
+    from sepkit.train.trainer import build_model_conf
+
+    conf = vars(parse_config([], require_paths=False))
+    assert conf["body"] == "blstm" and "body" not in build_model_conf(conf, FeatureConfig(), 2)
+    assert build_model_conf({**conf, "body": "x"}, FeatureConfig(), 2)["body"] == "x"
+
+
+def test_a_head_added_from_this_file_alone():
+    from sepkit.nets import HEADS, ChimeraNet
+
+    class HalfMask(torch.nn.Module):  # every bin shared equally between the sources
+        def __init__(self, n_freq, emb_dim, n_sources, activation):
+            super().__init__()
+            self.n_sources = n_sources
+
+        def forward(self, z):
+            return z.new_full((*z.shape[:3], self.n_sources), 1 / self.n_sources)
+
+    HEADS.register("half_test", HalfMask, output="mask", help="1/C everywhere (tests/test_registry.py)")
+    try:
+        net = ChimeraNet(6, n_freq=3, hidden=4, layers=1, emb_dim=2, heads=("dc", "half_test"))
+        out = net(torch.randn(2, 5, 6))
+        assert set(out) == {"embedding", "mask"} and torch.equal(out["mask"], torch.full((2, 5, 3, 2), 0.5))
+        assert isinstance(net.half_test_head, HalfMask) and net.mi_head is None
+        HEADS.register("unit_test", lambda **kw: torch.nn.Flatten(1, 2), output="embedding", help="Z as it is")
+        out = ChimeraNet(6, n_freq=3, hidden=4, layers=1, emb_dim=2, heads=("mi", "unit_test"))(torch.randn(2, 5, 6))
+        assert out["mask"].shape == (2, 5, 3, 2) and out["embedding"].shape == (2, 15, 2)  # the output setting
+        with pytest.raises(ValueError, match="fill the same output"):
+            ChimeraNet(6, n_freq=3, hidden=4, layers=1, emb_dim=2, heads=("mi", "half_test"))
+        with pytest.raises(ValueError, match=r"non-empty set of \('dc', 'mi', 'half_test', 'unit_test'\)"):
+            ChimeraNet(6, n_freq=3, hidden=4, layers=1, emb_dim=2, heads=("mj",))
+    finally:
+        for name in ("half_test", "unit_test"):
+            if name in HEADS:
+                HEADS.unregister(name)
+
+
+def test_builtin_networks_keep_their_weight_names():
+    from sepkit.nets import BODIES, HEADS, MODELS, build_model
+
+    assert BODIES.names() == ("blstm",) and HEADS.names() == ("dc", "mi") and MODELS.names() == ("chimera",)
+    net = build_model({"type": "chimera", "input_dim": 8, "n_freq": 4, "hidden": 3, "layers": 1})
+    assert sorted({k.split(".")[0] for k in net.state_dict()}) == ["encoder", "linear", "mi_head"]
+    assert list(net(torch.randn(1, 2, 8))) == ["embedding", "mask"]
+    with pytest.raises(ValueError, match=r"^unknown model type 'unet' \(known: chimera\)$"):
+        build_model({"type": "unet", "input_dim": 8})

@@ -5,8 +5,9 @@
     utils/gen_config_doc.py --check    # exit 1 when docs/config.md is not what the code gives
 
 Sources, so that the page cannot drift from the code: the parsers of the training keys
-(sepkit.train.config; the names and help texts of mi_loss and dc_loss come from the registries
-sepkit.losses.MI_LOSSES and DC_LOSSES, so a registered objective appears here once regenerated) and of every ``python -m sepkit.bin.<verb>``; sepkit.frontend.FeatureConfig;
+(sepkit.train.config) and of every ``python -m sepkit.bin.<verb>``; the registries of objectives,
+bodies, heads and networks (REGISTRIES; the help of mi_loss and dc_loss lists their entries too, so a
+registered objective appears here once the page is regenerated); sepkit.frontend.FeatureConfig;
 the folder-corpus description (sepkit.data.corpora.folder.DEFAULTS and the option help of
 egs/folder/chimera/local/prepare_folder.py); and the option lines of the shipped recipes' run.sh and of
 the stage scripts utils/*.sh (the ``name=value  # comment`` lines that parse_options.sh reads).
@@ -119,6 +120,26 @@ def training_section():
     return lines
 
 
+# The registries documented (sepkit/registry.py): (module, attribute, what chooses an entry).
+REGISTRIES = (("sepkit.losses", "MI_LOSSES", "training key `mi_loss`"),
+              ("sepkit.losses", "DC_LOSSES", "training key `dc_loss`"),
+              ("sepkit.nets", "BODIES", "training key `body`"),
+              ("sepkit.nets", "HEADS", "built as the training key `alpha` says: 0 mi, 1 dc, else both"),
+              ("sepkit.nets", "MODELS", "`type` of a model file's `model_conf`"))
+
+
+def registries_section():
+    lines = ["## Registries: objectives, bodies, heads, networks", "",
+             "The names that the keys above (and model files) choose among, with their help texts, read from "
+             "the registries of `sepkit/registry.py`; [extending.md](extending.md) adds one. A plugin's entries "
+             "(training key `plugins`) are names too, but not listed here.", ""]
+    for module, attr, chosen in REGISTRIES:
+        registry = getattr(importlib.import_module(module), attr)
+        lines += [f"### `{module}.{attr}` ({chosen})", "",
+                  table([(code(n), registry.help(n)) for n in registry.names()], ("name", "meaning")), ""]
+    return lines
+
+
 def features_section():
     from sepkit.frontend import FeatureConfig
 
@@ -211,11 +232,12 @@ def render():
              "tests/test_docs.py fails when this page is stale. -->", "",
              "Every key, option and default below is read from the code. Contents: "
              "[training](#training-python--m-sepkitbintrain-conftuningyaml), "
+             "[registries](#registries-objectives-bodies-heads-networks), "
              "[features](#features-conffeatsyaml-sepkitfrontendfeatureconfig), "
              "[folder corpus](#folder-corpus-description-egsfolderchimera---corpus_conf-fileyaml), "
              "[recipes](#recipe-options-egscorpusreciperunsh), [stage scripts](#stage-scripts-utilssh), "
              "[tools](#command-line-tools-python--m-sepkitbinverb).", ""]
-    for section in (training_section, features_section, folder_section, recipes_section, stage_scripts_section,
+    for section in (training_section, registries_section, features_section, folder_section, recipes_section, stage_scripts_section,
                     tools_section):
         lines += section()
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -3,9 +3,12 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from sepkit.nets import BODIES
+
 __all__ = ["BLSTMEncoder"]
 
 
+@BODIES.register("blstm", help="stack of bidirectional LSTMs (paper: 4 x 500); hidden, layers, dropout, batch_norm")
 class BLSTMEncoder(nn.Module):
     """A stack of bidirectional LSTMs.
 

@@ -2,14 +2,21 @@
 import torch
 from torch import nn
 
+from sepkit.nets import HEADS
+
 __all__ = ["DCHead", "MIHead"]
 
 
+@HEADS.register("dc", output="embedding", help="deep clustering: V = normalize(tanh(Z)), (B, T*F, D)")
 class DCHead(nn.Module):
     """Deep clustering head: ``V = normalize(tanh(Z))`` per T-F bin (§2.2).
 
     Input ``Z``: ``(B, T, F, D)``. Output: embeddings ``(B, T*F, D)``, time-major, unit norm per bin.
+    It has no weights; it takes the arguments every head is given and uses none.
     """
+
+    def __init__(self, n_freq=None, emb_dim=None, n_sources=None, activation=None):
+        super().__init__()
 
     def forward(self, z):
         B, T, F, D = z.shape
@@ -18,6 +25,8 @@ class DCHead(nn.Module):
         return v.reshape(B, T * F, D)  # (B, T, F, D) -> (B, T*F, D)
 
 
+@HEADS.register("mi", output="mask",
+                help="mask inference: F per-frequency D x C layers, softmax or sigmoid, (B, T, F, C)")
 class MIHead(nn.Module):
     """Mask inference head: F per-frequency ``D x C`` layers on ``Z``, then softmax or sigmoid (§2.2).
 

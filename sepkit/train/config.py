@@ -16,6 +16,7 @@ given with ``--config``. Rules that configargparse alone does not give:
   itself a valid ``--config`` file.
 """
 import difflib
+import importlib
 import math
 import sys
 
@@ -115,6 +116,10 @@ _KEYS = [
      "comma-separated Python modules or .py files imported before the other keys are checked (in every "
      "training process): code of one's own that registers objectives, bodies or heads "
      "(docs/extending.md); none = no plugins"),
+    ("model", "body", str, "blstm",
+     "network body, a name of sepkit.nets.BODIES (the registries section of docs/config.md lists them; plugins may "
+     "add one); "
+     "blstm: the paper's BLSTM stack, set by hidden, layers, dropout and batch_norm (every body is given them)"),
     ("model", "hidden", _positive_int, 500, "BLSTM units per direction (paper: 500)"),
     ("model", "layers", _positive_int, 4, "number of BLSTM layers (paper: 4)"),
     ("model", "emb_dim", _positive_int, 20, "D, embedding dimension per T-F bin (paper: 20)"),
@@ -197,6 +202,9 @@ CHOICES = {"mask_activation": ("softmax", "sigmoid"), "mask_bins": ("mel", "line
            "dc_loss": DC_LOSSES, "dc_norm": ("active", "all"),
            "optimizer": ("rmsprop", "adam"), "lr_schedule": ("plateau", "cosine"),
            "dtype": ("float32", "bfloat16"), "device": ("auto", "cpu", "cuda")}
+# Registries of torch modules: "module:attribute", imported when a configuration is checked (training imports
+# them anyway), not for --help or --print_config.
+LAZY_CHOICES = {"body": "sepkit.nets:BODIES"}
 GROUPS = {}
 for _g, _k, *_ in _KEYS:
     GROUPS.setdefault(_g, []).append(_k)
@@ -327,6 +335,12 @@ def check_config(conf):
     for key, registry in CHOICES.items():
         if isinstance(registry, Registry) and key in conf and conf[key] not in registry:
             raise ConfigError(registry.unknown(conf[key]))
+    for key, where in LAZY_CHOICES.items():
+        if key in conf:
+            module, attr = where.split(":")
+            registry = getattr(importlib.import_module(module), attr)
+            if conf[key] not in registry:
+                raise ConfigError(registry.unknown(conf[key]))
     if conf.get("lr_schedule") == "cosine":
         if conf.get("steps_per_epoch") is None:
             raise ConfigError("lr_schedule cosine needs steps_per_epoch (its decay ends at the last step of "

@@ -42,7 +42,8 @@ def build_model_conf(conf, feat_conf, n_sources):
     return {"type": "chimera", "input_dim": feat_conf.input_dim, "n_freq": feat_conf.n_linear if linear else
             feat_conf.n_mels, "hidden": conf["hidden"], "layers": conf["layers"], "emb_dim": conf["emb_dim"],
             "n_sources": n_sources, "dropout": conf["dropout"], "batch_norm": conf["batch_norm"], "heads": heads,
-            "mask_activation": conf["mask_activation"], **({"mask_bins": "linear"} if linear else {})}
+            "mask_activation": conf["mask_activation"], **({"mask_bins": "linear"} if linear else {}),
+            **({"body": conf["body"]} if conf.get("body", "blstm") != "blstm" else {})}  # blstm: model_conf as before
 
 
 def _check_dump(conf, dump):
