@@ -117,9 +117,9 @@ _KEYS = [
      "training process): code of one's own that registers objectives, bodies or heads "
      "(docs/extending.md); none = no plugins"),
     ("model", "body", str, "blstm",
-     "network body, a name of sepkit.nets.BODIES (the registries section of docs/config.md lists them; plugins may "
-     "add one); "
-     "blstm: the paper's BLSTM stack, set by hidden, layers, dropout and batch_norm (every body is given them)"),
+     "network body, a name of sepkit.nets.BODIES (the registries section of docs/config.md lists them; "
+     "plugins may add one); blstm: the paper's BLSTM stack, set by hidden, layers, dropout and batch_norm "
+     "(every body is given them)"),
     ("model", "hidden", _positive_int, 500, "BLSTM units per direction (paper: 500)"),
     ("model", "layers", _positive_int, 4, "number of BLSTM layers (paper: 4)"),
     ("model", "emb_dim", _positive_int, 20, "D, embedding dimension per T-F bin (paper: 20)"),
