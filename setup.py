@@ -29,7 +29,7 @@ setup(
         "mir_eval<0.9",
         "scikit-learn",
         "tqdm",
-        "huggingface_hub",  # sepkit-separate --model <owner>/<name> (sepkit/hub.py)
+        "huggingface_hub>=0.24",  # sepkit-separate --model <owner>/<name> (sepkit/hub.py; its errors module)
     ],
     extras_require={
         "dev": ["pytest", "pytest-timeout", "museval", "hypothesis"],  # museval: the live BSS eval v4 cross-check (tests/test_metrics_v4.py); hypothesis: hostile model files
