@@ -34,6 +34,7 @@ setup(
     extras_require={
         "dev": ["pytest", "pytest-timeout", "museval", "hypothesis"],  # museval: the live BSS eval v4 cross-check (tests/test_metrics_v4.py); hypothesis: hostile model files
         "musdb": ["av"],
+        "onnx": ["onnx>=1.14", "onnxruntime>=1.16"],  # sepkit-export --onnx, sepkit-separate --backend onnxruntime
     },
     entry_points={
         "console_scripts": [

@@ -61,6 +61,7 @@ DEFAULT_BATCH = 32  # segments per network call
 KMEANS_POINTS = 200_000  # bins in the k-means subsample
 DC_MEMORY_MB = 512  # keep all DC embeddings below this size, else run the network twice
 BLOCK_FRAMES = 4096  # frames per STFT / inverse-STFT block
+BACKENDS = ("torch", "onnxruntime")  # what runs the network (sepkit.onnx_backend for onnxruntime)
 
 
 class SeparationError(ValueError):
@@ -161,15 +162,33 @@ class Separator:
         block_frames: frames per STFT / inverse-STFT block (both paths; the streamed window).
         misi_iters: iterations of MISI phase reconstruction (:mod:`sepkit.phase`); 0 = the mixture's
             phase (the paper). Needs every source masked (not with ``residual``).
+        backend: ``"torch"`` or ``"onnxruntime"``: what runs the network (only the network; everything
+            else is the same torch code). onnxruntime runs ``onnx_path`` (``sepkit-export --onnx``), float32
+            on the CPU with ``num_threads`` intra-op threads (0 = its default); the file's settings must be
+            ``model_dict``'s (:mod:`sepkit.onnx_backend`).
     """
 
     def __init__(self, model_dict, device="cpu", dtype=None, segment_frames=None, overlap=DEFAULT_OVERLAP,
                  batch_size=DEFAULT_BATCH, silence_db=40.0, kmeans_points=KMEANS_POINTS, kmeans_n_init=1,
                  seed=0, dc_memory_mb=DC_MEMORY_MB, residual=False, progress=False, block_frames=BLOCK_FRAMES,
-                 misi_iters=0):
+                 misi_iters=0, backend="torch", onnx_path=None, num_threads=0):
         self.device = check_device(device)
-        self.autocast_dtype = resolve_dtype(dtype, self.device)
-        self.model, self.frontend, self.cmvn = build_from_dict(model_dict, self.device)
+        if backend not in BACKENDS:
+            raise SeparationError(f"unknown backend {backend!r} ({' or '.join(BACKENDS)})")
+        self.backend = backend
+        if backend == "onnxruntime":  # the network only; everything around it below stays torch
+            from sepkit.onnx_backend import load_backend
+
+            if self.device.type != "cpu" or str(dtype or "auto").replace("torch.", "") not in ("auto", "float32"):
+                raise SeparationError(f"the onnxruntime backend runs float32 on the CPU (got device {self.device}, "
+                                      f"dtype {dtype}); use --device cpu --dtype float32, or --backend torch")
+            self.autocast_dtype = None
+            self.model, self.frontend, self.cmvn = load_backend(model_dict, onnx_path, num_threads)
+        else:
+            if onnx_path is not None:
+                raise SeparationError("an ONNX file runs with backend onnxruntime, not torch")
+            self.autocast_dtype = resolve_dtype(dtype, self.device)
+            self.model, self.frontend, self.cmvn = build_from_dict(model_dict, self.device)
         self.cmvn.mean, self.cmvn.std = self.cmvn.mean.to(self.device), self.cmvn.std.to(self.device)
         self.sources = check_names(list(model_dict["sources"]), "model sources", at_least=2)  # they name files
         self.n_clusters = int(model_dict["model_conf"].get("n_sources", len(self.sources)))
@@ -201,7 +220,18 @@ class Separator:
     @classmethod
     def from_pretrained(cls, path, device="cpu", dtype=None, **kwargs):
         """Load an exported model file, an ``exp/<tag>`` or hub folder, or a hub id ``owner/name[@revision]``
-        (fetched or read from the local cache by ``huggingface_hub``; :mod:`sepkit.hub`), see :class:`Separator`."""
+        (fetched or read from the local cache by ``huggingface_hub``; :mod:`sepkit.hub`), see :class:`Separator`.
+
+        A ``.onnx`` file (``sepkit-export --onnx``) is a model too: it runs with ``backend="onnxruntime"``
+        (:mod:`sepkit.onnx_backend`). ``backend="onnxruntime", onnx_path=...`` with a model file runs the
+        ONNX file, refused unless it was exported from that model's settings."""
+        from sepkit.onnx_backend import is_onnx_path, read_onnx
+
+        if is_onnx_path(path):
+            if kwargs.setdefault("backend", "onnxruntime") != "onnxruntime" or kwargs.get("onnx_path") not in (None, path):
+                raise SeparationError(f"{path}: an ONNX file runs with backend onnxruntime (and no other onnx_path)")
+            kwargs["onnx_path"] = path
+            return cls(read_onnx(path)[0], device=device, dtype=dtype, **kwargs)
         return cls(load_model_dict(path), device=device, dtype=dtype, **kwargs)
 
     @property
@@ -381,9 +411,12 @@ class Separator:
 
     def _forward(self, x, head):
         """Features ``(B, L, Din)`` -> masks ``(B, L, F, C)`` or embeddings ``(B, L, F, D)``, float32."""
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
-            out = self.model(x, heads=(head,))["mask" if head == "mi" else "embedding"].float()
+        if self.backend == "onnxruntime":  # the backend switch: the only place the network runs
+            out = self.model.run(x, head)
+        else:
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                                enabled=self.autocast_dtype is not None):
+                out = self.model(x, heads=(head,))["mask" if head == "mi" else "embedding"].float()
         return out.reshape(*x.shape[:2], self.model.n_freq, -1)
 
     def _mi_masks(self, feats):

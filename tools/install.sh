@@ -23,6 +23,6 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip setuptools wheel
 "$venv/bin/python" -m pip install -q "$TORCH_SPEC"
-"$venv/bin/python" -m pip install -q -e "$root[dev,musdb]"
+"$venv/bin/python" -m pip install -q -e "$root[dev,musdb,onnx]"
 echo "$want" > "$stamp.tmp" && mv "$stamp.tmp" "$stamp"
 echo "tools/install.sh: done ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

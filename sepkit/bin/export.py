@@ -4,6 +4,7 @@ Usage::
 
     sepkit-export exp/<tag> chimera.pt          # or: python -m sepkit.bin.export ...
     sepkit-separate --model chimera.pt --outdir sep song.wav
+    sepkit-export --onnx exp/<tag> chimera.onnx  # the network as ONNX, for --backend onnxruntime
 
 The file (format ``sepkit-model/1``, see :mod:`sepkit.model_io`) holds the weights and every
 setting separation needs: network settings, feature settings, CMVN statistics, source names,
@@ -25,6 +26,11 @@ def get_parser():
     p.add_argument("model", metavar="MODEL_DIR", help="exp/<tag> directory (its model.pt) or a model/checkpoint file")
     p.add_argument("out", metavar="OUT_FILE", help="exported model file")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_FILE when it exists")
+    p.add_argument("--onnx", action="store_true",
+                   help="write the network as ONNX instead (OUT_FILE.onnx, dynamic batch and length, settings "
+                        "in its metadata) for sepkit-separate --backend onnxruntime (docs/onnx.md)")
+    p.add_argument("--heads", choices=["mi", "dc", "both"], default="both",
+                   help="with --onnx: the head(s) the ONNX network outputs; both = every head the model has (both)")
     return p
 
 
@@ -67,6 +73,8 @@ def main(argv=None):
     from sepkit.model_io import ModelFileError
 
     args = get_parser().parse_args(argv)
+    if args.onnx:
+        return export_onnx_main(args)
     try:
         d = export(args.model, args.out, args.overwrite)
     except ModelFileError as exc:
@@ -76,6 +84,25 @@ def main(argv=None):
     heads = ",".join(d["model_conf"].get("heads", ["dc", "mi"]))
     print(f"{PROG}: wrote {args.out} ({n / 1e6:.2f} M parameters, heads {heads}, sources "
           f"{','.join(d['sources'])}, {d['feat_conf'].get('sample_rate')} Hz)", file=sys.stderr)
+    return 0
+
+
+def export_onnx_main(args):
+    """``--onnx``: the network of MODEL to an ONNX file (:func:`sepkit.onnx_backend.export_onnx`)."""
+    from sepkit.model_io import ModelFileError, load_model_dict
+    from sepkit.onnx_backend import export_onnx, is_onnx_path
+
+    try:
+        if not is_onnx_path(args.out):
+            raise ModelFileError(f"{args.out}: an ONNX export is named *.onnx")
+        d = load_model_dict(args.model)
+        meta = export_onnx(d, args.out, heads=None if args.heads == "both" else (args.heads,),
+                           overwrite=args.overwrite)
+    except ModelFileError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{PROG}: wrote {args.out} (ONNX, outputs {', '.join(meta['outputs'])}, sources "
+          f"{','.join(meta['sources'])}, {meta['feat_conf'].get('sample_rate')} Hz)", file=sys.stderr)
     return 0
 
 

@@ -5,7 +5,8 @@ Usage::
     sepkit-separate --model MODEL --outdir OUT [options] FILE [FILE ...]
     python -m sepkit.bin.separate --model exp/chimera --outdir sep --head dc song.flac
 
-MODEL is an ``exp/<tag>`` directory or a file written by ``sepkit-export``. Each FILE (wav, flac,
+MODEL is an ``exp/<tag>`` directory or a file written by ``sepkit-export`` (or its ``.onnx`` export,
+run by onnxruntime: ``--backend``, ``--onnx``, docs/onnx.md). Each FILE (wav, flac,
 anything the installed libsndfile decodes; any sample rate, channel count and length) gives
 ``OUT/<FILE name without extension>/<source>.wav`` (``vocals.wav``, ``accompaniment.wav``) at the
 input's sample rate, channel count and length (stereo: masks estimated on the mono downmix, applied
@@ -77,7 +78,15 @@ def get_parser():
                    help="MISI phase reconstruction with this many iterations (not with --residual); 0 = the "
                         "mixture's phase, as the paper (0)")
     p.add_argument("--subtype", default="FLOAT", help="soundfile subtype of the outputs: FLOAT, PCM_16, PCM_24 (FLOAT)")
-    p.add_argument("--num-threads", type=int, default=0, help="torch CPU threads; 0 = torch's default (0)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
+                   help="what runs the network (everything else is the same): torch, or onnxruntime with an ONNX "
+                        "file of sepkit-export --onnx (float32, CPU); default: onnxruntime when --model is a .onnx "
+                        "file or --onnx is given, else torch (docs/onnx.md)")
+    p.add_argument("--onnx", default=None, metavar="FILE",
+                   help="ONNX file of --model's network for --backend onnxruntime; refused unless exported from "
+                        "the model's settings")
+    p.add_argument("--num-threads", type=int, default=0,
+                   help="torch CPU threads (and onnxruntime intra-op threads); 0 = the library's default (0)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output directories")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first file that fails")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -299,11 +308,24 @@ def load_separator(args):
     from sepkit.model_io import ModelFileError
     from sepkit.separate import SeparationError
 
+    from sepkit.onnx_backend import is_onnx_path
+
+    onnx_model = is_onnx_path(args.model)
+    backend = args.backend or ("onnxruntime" if onnx_model or args.onnx else "torch")
+    if backend == "torch" and (onnx_model or args.onnx):
+        raise FileError(f"{args.onnx or args.model}: an ONNX file runs with --backend onnxruntime, not torch")
+    if onnx_model and args.onnx:
+        raise FileError(f"{args.onnx}: --onnx goes with a model file or folder, and --model {args.model} is an "
+                        "ONNX file already")
+    backend_opts = {} if backend == "torch" else {"backend": backend, "onnx_path": args.onnx,
+                                                   "num_threads": args.num_threads}
+    if onnx_model:
+        backend_opts.pop("onnx_path")
     try:
         sep = Separator.from_pretrained(args.model, device=args.device, dtype=args.dtype, segment_frames=args.segment,
                                         overlap=args.overlap, batch_size=args.batch_size,
                                         dc_memory_mb=args.dc_memory_mb, residual=args.residual,
-                                        progress=not args.no_progress, misi_iters=args.misi)
+                                        progress=not args.no_progress, misi_iters=args.misi, **backend_opts)
     except (ModelFileError, SeparationError) as exc:
         raise FileError(str(exc)) from None
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:  # weights that do not fit the settings, bad device
