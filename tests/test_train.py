@@ -126,12 +126,13 @@ def test_resume_from_older_checkpoint_when_newest_is_corrupt(corpus, tmp_path, c
 
 
 def test_curriculum_then_early_stopping(corpus, tmp_path, caplog):
-    """lr = 0: the validation loss never improves after epoch 1, so patience 1 ends stage 1 after
+    """lr = 1e-30 (lr must be > 0; updates below float32 resolution leave the weights as they are): the
+    validation loss never improves after epoch 1, so patience 1 ends stage 1 after
     epoch 2 (early), and training after epoch 3 (stage 2 gets its own patience)."""
     out = tmp_path / "exp"
     caplog.set_level("INFO")
     assert main(train_args(corpus, out, "--curriculum", "10:5,20", "--epochs", "10", "--patience", "1",
-                           "--lr", "0", "--tensorboard", "false")) == 0
+                           "--lr", "1e-30", "--tensorboard", "false")) == 0
     assert "curriculum: early stop after epoch 2; stage 2/2: 20-frame segments from epoch 3" in caplog.text
     assert "early stopping" in caplog.text
     c = torch.load(out / "checkpoints" / "ckpt-epoch3.pt", weights_only=True)["checkpoint"]
