@@ -193,6 +193,16 @@ _KEYS = [
     ("paths", "valid_data", optional(str), None,
      "validation data dir (data/<set>): mixture audio for the TensorBoard audio examples; none = no audio"),
     ("paths", "outdir", optional(str), None, "experiment dir exp/<tag>"),
+    ("paths", "init_model", optional(str), None,
+     "fine-tuning: the parent network to start from when no checkpoint is resumed: a model file (exported, "
+     "or exp/<tag>/model.pt), an exp/<tag> or hub folder, a training checkpoint (exp/<tag>/checkpoints/"
+     "ckpt-epoch<N>.pt) or a hub id owner/name[@revision]. Its feature settings must equal the training "
+     "dump's (feat_conf.yaml); the body's weights are all taken, every other tensor of the same name and "
+     "shape too (the linear layer to Z, a head), and the rest (a head for another source count or "
+     "embedding size, a head the parent lacks) keeps its fresh initialisation; train.log lists both. "
+     "Refused: another body or body size, or a parent with no head in common (a DC-only parent into an "
+     "MI-only network). The dump's own CMVN is used. Not applied when a checkpoint is resumed; none = random "
+     "initialisation"),
     ("paths", "resume", str, "auto",
      "auto = continue from the newest valid checkpoint in <outdir>/checkpoints (if any); "
      "none = start fresh (refused if checkpoints exist); or a checkpoint file"),

@@ -61,6 +61,95 @@ def _check_dump(conf, dump):
                          "linear magnitudes at separation time)")
 
 
+# Feature settings that make the network's input: a parent is refused when one of them differs from the dump's
+# (bins and phase_sensitive say what the dump stores besides; mask bins show as heads of another shape).
+INPUT_FEATURES = ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "fmin", "fmax", "use_delta", "input")
+BODY = "encoder."  # ChimeraNet's body (sepkit.nets.BODIES) is its attribute encoder
+
+
+def _heads_name(heads):
+    heads = sorted(heads)
+    return {("dc",): "DC-only", ("mi",): "MI-only", ("dc", "mi"): "Chimera"}.get(tuple(heads), "+".join(heads))
+
+
+def _group(names):
+    """``encoder.* (16 tensors), linear.weight`` for a list of tensor names: the body as one entry."""
+    body = [n for n in names if n.startswith(BODY)]
+    rest = [n for n in names if not n.startswith(BODY)]
+    return ", ".join(([f"{BODY}* ({len(body)} tensors)"] if body else []) + rest) or "none"
+
+
+def init_from_parent(model, model_conf, feat_conf, sources, spec, dump_path):
+    """Fine-tuning: copy a parent network's weights into ``model`` (freshly built); returns the log lines.
+
+    ``spec``: a model file, exp or hub folder, training checkpoint or hub id (:func:`sepkit.model_io.load_model_dict`).
+    Raises ``SystemExit`` with one line when the parent cannot make sense: unreadable, other input features than
+    the dump at ``dump_path``, another body (type or size), or no head in common with ``model_conf``. Every body
+    tensor is taken; other tensors of the same name and shape are taken too (head tensors only when the sources
+    are the same list); the rest keep their initialisation and are listed.
+    """
+    from sepkit.frontend import FeatureConfig
+    from sepkit.model_io import ModelFileError, load_model_dict, one_line
+
+    try:
+        d = load_model_dict(spec)
+    except ModelFileError as exc:
+        raise SystemExit(f"init_model: {exc}") from None
+    pf = FeatureConfig.from_dict({**FeatureConfig().to_dict(), **d["feat_conf"]}).to_dict()
+    cf = feat_conf.to_dict()
+    diff = [k for k in INPUT_FEATURES if pf[k] != cf[k]]
+    if diff:
+        pairs = ", ".join(f"{k} {pf[k]!r} (parent) vs {cf[k]!r} (dump)" for k in diff)
+        raise SystemExit(one_line(f"init_model {spec}: feature settings differ from {Path(dump_path) / 'feat_conf.yaml'}: "
+                                  f"{pairs}; the parent's body reads other features: compute the dump with the "
+                                  f"parent's settings, or train from scratch", 600))
+    pm = d["model_conf"]
+    if pm.get("type", "chimera") != model_conf.get("type", "chimera") or \
+            pm.get("body", "blstm") != model_conf.get("body", "blstm"):
+        raise SystemExit(f"init_model {spec}: the parent is a {pm.get('type', 'chimera')} network with body "
+                         f"{pm.get('body', 'blstm')}, this one a {model_conf.get('type', 'chimera')} with body "
+                         f"{model_conf.get('body', 'blstm')}: no body to take")
+    p_heads, c_heads = list(pm.get("heads", ("dc", "mi"))), list(model_conf["heads"])
+    if not set(p_heads) & set(c_heads):
+        raise SystemExit(f"init_model {spec}: a {_heads_name(p_heads)} parent (heads {'+'.join(p_heads)}) has no "
+                         f"head in common with this {_heads_name(c_heads)} network (heads {'+'.join(c_heads)}, "
+                         f"alpha {'0' if c_heads == ['mi'] else '1' if c_heads == ['dc'] else 'in (0, 1)'}): "
+                         "its body was trained for another objective; fine-tune a network with a head of the parent "
+                         "(e.g. Chimera, alpha in (0, 1)), or train from scratch")
+    have, want = d["model_state"], model.state_dict()
+    bad_body = [k for k in want if k.startswith(BODY) and (k not in have or tuple(have[k].shape) != tuple(want[k].shape))]
+    if bad_body:
+        keys = [k for k in ("input_dim", "hidden", "layers", "batch_norm") if pm.get(k) != model_conf.get(k)]
+        why = ", ".join(f"{k} {pm.get(k)!r} (parent) vs {model_conf.get(k)!r} (here)" for k in keys) or \
+            f"{len(bad_body)} body tensor(s) missing or of another shape, e.g. {bad_body[0]}"
+        raise SystemExit(f"init_model {spec}: the parent's body does not fit this network: {why}; "
+                         "use the parent's body settings, or train from scratch")
+    same_sources = list(d["sources"]) == list(sources)
+    taken, reinit, fresh = {}, [], []
+    for k, t in want.items():
+        if k not in have:
+            fresh.append(k)
+        elif tuple(have[k].shape) != tuple(t.shape):
+            reinit.append(f"{k} (parent {list(have[k].shape)}, here {list(t.shape)})")
+        elif not (k.startswith(BODY) or k.startswith("linear.") or same_sources):
+            reinit.append(f"{k} (parent sources {','.join(d['sources'])}, here {','.join(sources)})")
+        else:
+            taken[k] = have[k]
+    # a head is re-initialised whole: no bias of the parent beside a fresh weight
+    redone = {k.rsplit(".", 1)[0] for k in want if k not in taken and not k.startswith(BODY)}
+    for k in [k for k in taken if not k.startswith(BODY) and k.rsplit(".", 1)[0] in redone]:
+        del taken[k]
+        reinit.append(f"{k} (with the rest of {k.rsplit('.', 1)[0]})")
+    model.load_state_dict({**want, **taken})
+    unused = [k for k in have if k not in want]
+    return [f"init_model {spec}: parent {_heads_name(p_heads)} network, sources {', '.join(d['sources'])}, "
+            f"feature settings equal to the dump's; the dump's CMVN is used",
+            f"init_model: taken from the parent: {_group(list(taken))}",
+            f"init_model: re-initialised (another shape or other sources): {', '.join(reinit) or 'none'}",
+            f"init_model: not in the parent (fresh initialisation): {_group(fresh)}",
+            f"init_model: not used (not in this network): {_group(unused)}"]
+
+
 class Trainer:
     """Train from a resolved configuration (``dict`` or namespace of :mod:`sepkit.train.config`)."""
 
@@ -112,6 +201,17 @@ class Trainer:
         self.state = {"epoch": 0, "step": 0, "stage": 0, "stage_epoch": 0, "best_loss": math.inf, "best_epoch": 0,
                       "bad_epochs": 0, "finished": None, "history": []}
         self.resumed_from = self._resume()
+        self.init_report = None
+        if conf.get("init_model") is not None:
+            if self.resumed_from is None:
+                self.init_report = init_from_parent(self.model, self.model_conf, self.feat_conf, self.sources,
+                                                    conf["init_model"], train_dump.path)
+                if env.is_main:
+                    for line in self.init_report:
+                        logger.info("%s", line)
+            elif env.is_main:
+                logger.info("init_model %s not applied: the run continues from its checkpoint %s",
+                            conf["init_model"], self.resumed_from)
         self.ddp = None
         if env.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -429,7 +529,8 @@ class Trainer:
                  "dc_norm": self.conf["dc_norm"], "dc_loss": self.conf["dc_loss"],
                  "segment_frames": self.stages[-1][0], "curriculum": self.conf["curriculum"],
                  "valid_segment_frames": self.valid_set.segment_frames, "epoch": st["epoch"], "step": st["step"],
-                 "valid_loss": st["best_loss"] if st["best_epoch"] == st["epoch"] else None}
+                 "valid_loss": st["best_loss"] if st["best_epoch"] == st["epoch"] else None,
+                 **({"init_model": self.conf["init_model"]} if self.conf.get("init_model") else {})}
         return make_model_dict(self.model, self.model_conf, self.feat_conf.to_dict(), self.cmvn, self.sources, train)
 
     def _save_model(self):

@@ -47,6 +47,7 @@ test_seconds=30       # length of each DSD100-remix test piece, one per song (pa
 remix_args=           # more options of python -m sepkit.bin.remix for training sets, e.g. "--segment-seconds 5"
 seed=0                # seed of the remix (which chunks are mixed)
 train_args=           # more options of python -m sepkit.bin.train, override the config, e.g. "--epochs 5"
+init_model=           # fine-tuning: start from this parent network (model file, exp dir, checkpoint or hub id owner/name); empty = random init
 test_sets="test_remix"  # data dirs separated and scored in stages 4-5
 inference_ngpu=0      # separate on a GPU (1) or on the CPU (0)
 score_bss=true        # also compute BSS eval v3 (GNSDR/GSIR/GSAR); false = SI-SDRi only (faster)
@@ -94,7 +95,7 @@ fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "Stage 3: training ${train_config} on ${ngpu} GPU(s) -> ${expdir}"
-  utils/train_exp.sh --ngpu "${ngpu}" --num_nodes "${num_nodes}" --cmd "${cuda_cmd}" --train-args "${train_args}" --valid-data data/valid_remix \
+  utils/train_exp.sh --ngpu "${ngpu}" --num_nodes "${num_nodes}" --cmd "${cuda_cmd}" --train-args "${train_args}" --init-model "${init_model}" --valid-data data/valid_remix \
     --overwrite "${overwrite}" "${train_config}" "${dumpdir}/train_remix" "${dumpdir}/valid_remix" "${expdir}"
   utils/average_exp.sh --overwrite "${overwrite}" "${average_last}" "${expdir}" "${decode_dir}"
 fi

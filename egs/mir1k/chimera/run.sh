@@ -49,6 +49,7 @@ average_last=3        # separate with the weight average of the last N checkpoin
                       # (+0.55 dB vocals GNSDR over the best single checkpoint here, see RESULTS.md)
 separate_opts="--segment-frames 2000"  # options of sepkit.bin.separate_data; 2000 frames = whole MIR-1K clips (<= 16 s: 32 s at hop 256, 16 s at hop 128)
 train_args=           # more options of python -m sepkit.bin.train, override the config, e.g. "--epochs 5"
+init_model=           # fine-tuning: start from this parent network (model file, exp dir, checkpoint or hub id owner/name); empty = random init
 inference_ngpu=0      # separate on a GPU (1) or on the CPU (0)
 score_bss=true        # also BSS eval v3 (GNSDR/GSIR/GSAR); false = SI-SDRi only
 oracle=true           # score the oracle-mask and mixture reference rows in stage 5
@@ -101,7 +102,7 @@ fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "Stage 3: training ${train_config} on ${ngpu} GPU(s) -> ${expdir}"
-  utils/train_exp.sh --ngpu "${ngpu}" --num_nodes "${num_nodes}" --cmd "${cuda_cmd}" --train-args "${train_args}" --valid-data data/mir1k_valid \
+  utils/train_exp.sh --ngpu "${ngpu}" --num_nodes "${num_nodes}" --cmd "${cuda_cmd}" --train-args "${train_args}" --init-model "${init_model}" --valid-data data/mir1k_valid \
     --overwrite "${overwrite}" "${train_config}" "${dumpdir}/${train_set}" "${dumpdir}/mir1k_valid" "${expdir}"
   utils/average_exp.sh --overwrite "${overwrite}" "${average_last}" "${expdir}" "${decode_dir}"
 fi

@@ -45,6 +45,7 @@ head=both             # head(s) to separate and score with: mi, dc or both
 average_last=0        # > 1: separate with the weight average of the last N checkpoints (exp/<tag>_avg<N>); 0 = exp/<tag>/model.pt
 separate_opts=        # options of sepkit.bin.separate_data, e.g. "--segment-frames 2000" (default: training length)
 train_args=           # more options of python -m sepkit.bin.train, override the config, e.g. "--epochs 5"
+init_model=           # fine-tuning: start from this parent network (model file, exp dir, checkpoint or hub id owner/name); empty = random init
 inference_ngpu=0      # separate on a GPU (1) or on the CPU (0)
 score_bss=true        # also BSS eval v3 (GNSDR/GSIR/GSAR) in result.json; false = SI-SDRi only
 oracle=true           # score the oracle-mask and mixture reference rows in stage 5
@@ -103,7 +104,7 @@ fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "Stage 3: training ${train_config} on ${ngpu} GPU(s) -> ${expdir}"
-  utils/train_exp.sh --ngpu "${ngpu}" --num_nodes "${num_nodes}" --cmd "${cuda_cmd}" --train-args "${train_args}" --valid-data data/musdb18_valid \
+  utils/train_exp.sh --ngpu "${ngpu}" --num_nodes "${num_nodes}" --cmd "${cuda_cmd}" --train-args "${train_args}" --init-model "${init_model}" --valid-data data/musdb18_valid \
     --overwrite "${overwrite}" "${train_config}" "${dumpdir}/${train_set}" "${dumpdir}/musdb18_valid" "${expdir}"
   utils/average_exp.sh --overwrite "${overwrite}" "${average_last}" "${expdir}" "${decode_dir}"
 fi
