@@ -18,6 +18,10 @@ Rows (times are medians; the baseline runs interleaved with sepkit's code so bot
   float32 forward of a plain nn.LSTM reference over the same segments (bench/bench_separate.py).
   The real-time factor (seconds per second of audio) is the sepkit column / 60; target MI bf16
   <= 0.015. A dtype the hardware cannot run (bf16 without AMX/avx512_bf16 or CUDA) is shown n/a.
+* onnxruntime vs torch, seconds per minute of audio, per head: ``Separator.separate`` on one 60-s song with the
+  MIR-1K recipe's CPU network size (random weights), the network run by onnxruntime (``sepkit-export --onnx``)
+  and by torch bfloat16 (where the CPU runs it) vs torch float32; the note holds the SNR of the outputs
+  against torch float32's, >= 40 dB wanted (bench/bench_onnx.py).
 * scoring, seconds per file (30 s, 16 kHz, 2 sources): ``python -m sepkit.bin.score --nj N`` (SI-SDR +
   BSS eval v3) vs a single-process loop of mir_eval ``bss_eval_sources`` + SI-SDR; and scoring vs
   separating the same 30 s file (MI head, auto dtype): target <= 1.
@@ -40,6 +44,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_core  # noqa: E402
 import bench_loader  # noqa: E402
+import bench_onnx  # noqa: E402
 import bench_separate  # noqa: E402
 from common import setup_threads, timeit  # noqa: E402
 
@@ -221,6 +226,24 @@ def bench_separation(repeat):
     return rtf
 
 
+# ------------------------------------------------------------------------------------- onnxruntime
+def bench_onnx_rows(repeat):
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        row("onnxruntime vs torch float32, 60 s", None, None, "s/min audio", None, "onnxruntime not installed")
+        return
+    res = bench_onnx.run(60.0, repeat, torch.get_num_threads(), quiet=True)
+    base = {r[2]: r[3] for r in res["rows"] if r[:2] == ("torch", "float32")}
+    for backend, dtype, head, wall, _, snr, _ in res["rows"]:
+        if (backend, dtype) == ("torch", "float32"):
+            continue
+        note = ("no native bf16 on this CPU" if wall is None else
+                f"RTF {wall / 60:.4f} vs {base[head] / 60:.4f}; SNR vs torch f32 {snr:.1f} dB")
+        row(f"separation 60 s, {head.upper()} head, {backend} {dtype} vs torch float32 (recipe net)",
+            None if wall is None else wall, None if wall is None else base[head], "s/min audio", None, note)
+
+
 # ------------------------------------------------------------------------------------- scoring
 def bench_scoring(tmp, n_files, seconds, nj, sep_rtf=None):
     import logging
@@ -318,7 +341,7 @@ def main(argv=None):
     p.add_argument("--nj", type=int, default=2, help="scoring jobs")
     p.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run, numbers noisier)")
     p.add_argument("--markdown", help="also write the table with the machine and date to this file")
-    p.add_argument("--only", default="feats,loader,core,separate,score")
+    p.add_argument("--only", default="feats,loader,core,separate,onnx,score")
     args = p.parse_args(argv)
     setup_threads(args.threads)
     what = set(args.only.split(","))
@@ -338,6 +361,8 @@ def main(argv=None):
             sep_rtf = rtf.get(("mi", "bfloat16"), rtf.get(("mi", "float32")))
         else:
             sep_rtf = None
+        if "onnx" in what:
+            bench_onnx_rows(max(1 if args.quick else args.repeat, 1))
         if "score" in what:
             bench_scoring(tmp, 2, 30.0, args.nj, sep_rtf)
     elapsed = time.perf_counter() - t0
