@@ -120,10 +120,22 @@ def retag(src, dst, **changes):
     return dst
 
 
+def external_and_custom(files, tmp_path):
+    """Copies of both.onnx: weights in an external data file; one node moved to a custom operator domain."""
+    m = onnx.load(files / "both.onnx")
+    onnx.save_model(m, tmp_path / "ext.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.data", size_threshold=0)
+    m = onnx.load(files / "both.onnx")  # (saving with external data changed m)
+    m.graph.node[0].domain = "com.example.custom"
+    onnx.save(m, tmp_path / "custom.onnx")
+
+
 def test_bad_onnx_files_one_line_nothing_written(files, tmp_path, capsys):
     """ONNX for another feature setting, settings that do not fit the graph, hostile source names, not ONNX,
-    a backend that cannot run the file: one error line naming the file, no output folder."""
+    external data, custom operators, a backend that cannot run the file: one error line naming the file, no
+    output folder."""
     (tmp_path / "junk.onnx").write_bytes(b"\x08\x07garbage" * 10)
+    external_and_custom(files, tmp_path)
     cases = [
         (["--model", files / "model.pt", "--onnx", files / "other.onnx"], "other.onnx", "other feature settings"),
         (["--model", retag(files / "both.onnx", tmp_path / "mels.onnx", **{
@@ -137,6 +149,8 @@ def test_bad_onnx_files_one_line_nothing_written(files, tmp_path, capsys):
         (["--model", retag(files / "both.onnx", tmp_path / "std.onnx", cmvn={
             "mean": [0.0] * 40, "std": [0.0] * 40})], "std.onnx", "cmvn.std has NaN, infinite or non-positive"),
         (["--model", tmp_path / "junk.onnx"], "junk.onnx", "not an ONNX file"),
+        (["--model", tmp_path / "ext.onnx"], "ext.onnx", "external data is refused"),
+        (["--model", tmp_path / "custom.onnx"], "custom.onnx", "operator domain 'com.example.custom'"),
         (["--model", files / "model.pt", "--onnx", tmp_path / "missing.onnx"], "missing.onnx", "no such ONNX file"),
         (["--backend", "torch", "--model", files / "both.onnx"], "both.onnx", "--backend onnxruntime"),
         (["--model", files / "both.onnx", "--dtype", "bfloat16"], "", "float32 on the CPU"),
