@@ -5,6 +5,7 @@
 #   ./run.sh --musdb /db/musdb18                      # .stem.mp4 files (decoded once with PyAV)
 #   ./run.sh --musdb /db/musdb18hq --hq true          # MUSDB18-HQ wav folders
 #   ./run.sh --musdb ../../../../shared/data/musdb18-7s --holdout_test 4   # the 7-s sample set (train/ only)
+#   ./run.sh --musdb /db/musdb18 --init_model ../../mir1k/chimera/exp/<tag> --tag ft  # fine-tune a MIR-1K model (RESULTS.md)
 #
 # Default training config: conf/tuning/train_chimera_cpu.yaml = 3 x 300 BLSTM, D = 20 (CHI_0.1, Adam);
 #   500 steps of 16 x 100 frames whatever the corpus size (5 epochs x steps_per_epoch 100), ~12 min on
