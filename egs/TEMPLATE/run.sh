@@ -43,6 +43,7 @@ feat_conf=            # feature settings; empty = the one paired with --train_co
 tag=                  # experiment name exp/<tag>; empty = the name of --train_config (or of --model_dir)
 head=both             # head(s) to separate and score with: mi (mask inference), dc (deep clustering), both
 train_args=           # more options of python -m sepkit.bin.train, override the config, e.g. "--epochs 5"
+init_model=           # fine-tuning: start from this parent network (model file, exp dir, checkpoint or hub id owner/name); empty = random init
 test_sets=test        # data dirs separated and scored in stages 4-5 (those that exist)
 inference_ngpu=0      # separate on a GPU (1) or on the CPU (0)
 score_bss=true        # also compute BSS eval v3 (GNSDR/GSIR/GSAR); false = SI-SDRi only (faster)
@@ -96,7 +97,7 @@ fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [ -z "${model_dir}" ]; then
   log "Stage 3: training ${train_config} on ${ngpu} GPU(s) -> ${expdir}"
-  utils/train_exp.sh --ngpu "${ngpu}" --num_nodes "${num_nodes}" --cmd "${cuda_cmd}" --train-args "${train_args}" --valid-data data/valid \
+  utils/train_exp.sh --ngpu "${ngpu}" --num_nodes "${num_nodes}" --cmd "${cuda_cmd}" --train-args "${train_args}" --init-model "${init_model}" --valid-data data/valid \
     --overwrite "${overwrite}" "${train_config}" "${dumpdir}/${train_set}" "${dumpdir}/valid" "${expdir}"
 fi
 
