@@ -3,7 +3,8 @@ import math
 
 import torch
 
-__all__ = ["kmeans", "KMeansResult", "name_clusters_lowfreq", "labels_to_masks"]
+__all__ = ["kmeans", "KMeansResult", "name_clusters_lowfreq", "labels_to_masks", "source_anchor_sums",
+           "anchors_from_sums"]
 
 
 class KMeansResult(tuple):
@@ -136,3 +137,33 @@ def name_clusters_lowfreq(masks, mel_freqs, cutoff_hz=200.0, active=None):
     occupancy = m.sum((0, 1))  # (2,)
     acc = int(occupancy.argmax())
     return [1 - acc, acc]
+
+
+def source_anchor_sums(embedding, mix_mag, src_mag, silence_db=40.0, lengths=None):
+    """Per-source sums of unit-norm DC embeddings over the bins each source dominates, ``(C, D + 1)`` float64.
+
+    ``embedding`` ``(B, T*F, D)`` (the DC head's output), ``mix_mag`` ``(B, T, F)``, ``src_mag``
+    ``(B, T, F, C)``; bins more than ``silence_db`` below their utterance's peak and padded frames
+    (``lengths``) are left out, as in the DC objective. The last column counts the bins. Sums over
+    batches (and ranks) add up; :func:`anchors_from_sums` turns them into centres.
+    """
+    from sepkit.frontend import ibm
+    from sepkit.losses import silence_weights
+
+    B, T, F = mix_mag.shape
+    frame_mask = None
+    if lengths is not None:
+        frame_mask = (torch.arange(T, device=mix_mag.device)[None] < lengths.to(mix_mag.device)[:, None]).float()
+    w = silence_weights(mix_mag.float(), silence_db, frame_mask).reshape(B, T * F, 1).double()
+    y = ibm(src_mag.float()).reshape(B, T * F, -1).double() * w  # (B, N, C)
+    v = torch.nn.functional.normalize(embedding.double(), dim=-1)
+    sums = torch.einsum("bnc,bnd->cd", y, v)
+    return torch.cat([sums, y.sum((0, 1))[:, None]], 1).cpu()
+
+
+def anchors_from_sums(sums):
+    """``(C, D + 1)`` sums of :func:`source_anchor_sums` -> ``dc_centers``: C lists of D floats (unit norm).
+
+    A source that dominated no bin gets a zero centre (it is then never the nearest)."""
+    mean = sums[:, :-1] / sums[:, -1:].clamp_min(1.0)
+    return torch.nn.functional.normalize(mean, dim=-1).float().tolist()

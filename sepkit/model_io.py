@@ -186,6 +186,9 @@ def check_model_dict(d, path):
             bad(f"model_conf.{key}", f"must be a positive integer, got {mc[key]!r}")
         if key in mc and mc[key] > _NET_MAX[key]:
             bad(f"model_conf.{key}", f"must be at most {_NET_MAX[key]}, got {mc[key]!r}")
+    la = mc.get("lookahead", 0)
+    if not (_is_int(la) and 0 <= la <= 1000):
+        bad("model_conf.lookahead", f"must be an integer number of frames in [0, 1000], got {la!r}")
     if mc.get("input_dim") != input_dim:
         bad("model_conf.input_dim", f"is {mc.get('input_dim')!r} but the features (feat_conf) have {input_dim}")
     if mc.get("mask_bins", "mel") == "linear":
@@ -201,6 +204,15 @@ def check_model_dict(d, path):
         raise ModelFileError(f"{path}: {exc}") from None
     if mc.get("n_sources", 2) != len(sources):
         bad("model_conf.n_sources", f"is {mc.get('n_sources', 2)!r} but the model file names {len(sources)} sources")
+    if d.get("dc_centers") is not None:  # optional: per-source DC anchors (sepkit.cluster.source_anchor_sums)
+        try:
+            cent = torch.as_tensor(d["dc_centers"], dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            bad("dc_centers", "is not a list of lists of numbers")
+        want = (len(sources), mc.get("emb_dim", 20))
+        if tuple(cent.shape) != want or not torch.isfinite(cent).all():
+            bad("dc_centers", f"must be {want[0]} x {want[1]} finite numbers (sources x emb_dim), got shape "
+                              f"{tuple(cent.shape)}")
 
     for key in ("mean", "std"):
         try:

@@ -208,7 +208,7 @@ def test_a_body_added_from_this_file_alone(gru_registered, tmp_path, capsys, one
     from sepkit.model_io import ModelFileError, load_model_dict
 
     assert parse_config(["--body", "gru_test"], require_paths=False).body == "gru_test"
-    assert "unknown body 'gru_tst' (known: blstm, gru_test)" in _one_line_exit(capsys, ["--body", "gru_tst"])
+    assert "unknown body 'gru_tst' (known: blstm, lstm, gru_test)" in _one_line_exit(capsys, ["--body", "gru_tst"])
     assert "| `gru_test` | one bidirectional GRU" in _gen_config_doc().render()
     corpus = make_corpus(tmp_path, n_train=4, n_valid=2, seconds=0.8)
     args = train_args(corpus, tmp_path / "exp", "--body", "gru_test", "--epochs", "1", "--batch_size", "2",
@@ -220,7 +220,7 @@ def test_a_body_added_from_this_file_alone(gru_registered, tmp_path, capsys, one
 
     BODIES.unregister("gru_test")  # where the body is not registered, the file is refused in one line
     try:
-        with pytest.raises(ModelFileError, match=r"unknown body 'gru_test' \(known: blstm\)"):
+        with pytest.raises(ModelFileError, match=r"unknown body 'gru_test' \(known: blstm, lstm\)"):
             load_model_dict(tmp_path / "exp" / "model.pt")
     finally:
         BODIES.register("gru_test", GRUBody, help="one bidirectional GRU (registered by tests/test_registry.py)")
@@ -268,7 +268,7 @@ def test_a_head_added_from_this_file_alone():
 def test_builtin_networks_keep_their_weight_names():
     from sepkit.nets import BODIES, HEADS, MODELS, build_model
 
-    assert BODIES.names() == ("blstm",) and HEADS.names() == ("dc", "mi") and MODELS.names() == ("chimera",)
+    assert BODIES.names() == ("blstm", "lstm") and HEADS.names() == ("dc", "mi") and MODELS.names() == ("chimera",)
     net = build_model({"type": "chimera", "input_dim": 8, "n_freq": 4, "hidden": 3, "layers": 1})
     assert sorted({k.split(".")[0] for k in net.state_dict()}) == ["encoder", "linear", "mi_head"]
     assert list(net(torch.randn(1, 2, 8))) == ["embedding", "mask"]

@@ -84,6 +84,12 @@ def average(dicts, epochs=None, names=None):
     out = {k: ref[k] for k in ref if k != "checkpoint"}
     out["model_state"] = state
     out["train"] = dict(ref.get("train") or {})
+    centers = [d.get("dc_centers") for d in dicts]
+    if all(c is not None for c in centers):  # DC anchors: the normalised mean of the checkpoints' anchors
+        mean = torch.stack([torch.as_tensor(c, dtype=torch.float64) for c in centers]).mean(0)
+        out["dc_centers"] = torch.nn.functional.normalize(mean, dim=-1).float().tolist()
+    else:
+        out.pop("dc_centers", None)
     if epochs is not None:
         out["train"]["averaged_epochs"] = list(epochs)
     return out

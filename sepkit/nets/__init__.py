@@ -5,6 +5,8 @@ plugins (docs/extending.md):
 
 * :data:`BODIES`: the network body, ``cls(input_dim, hidden, layers, dropout, batch_norm)``, a module
   ``(B, T, input_dim), lengths -> (B, T, out_dim)`` with an ``out_dim`` attribute (training key ``body``);
+  an entry registered with ``causal=True`` is also given ``lookahead=L`` (frames: output frame t sees input
+  frames <= t + L) and can run block by block (``init_state``, ``step``; :mod:`sepkit.online`);
 * :data:`HEADS`: a head on the ``Z`` tensor ``(B, T, F, D)``,
   ``cls(n_freq=, emb_dim=, n_sources=, activation=)``; its setting ``output`` is the key of the
   network's output dict it fills (``embedding``: trained by the DC objective, ``mask``: by the MI one);
@@ -16,7 +18,7 @@ loads where that plugin has been imported.
 from sepkit.registry import Registry
 
 # Defined before the modules below are imported: they register into them.
-BODIES = Registry("body")
+BODIES = Registry("body", causal=False)
 HEADS = Registry("head", output=None)
 MODELS = Registry("model type")
 

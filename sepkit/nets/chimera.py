@@ -26,12 +26,14 @@ class ChimeraNet(nn.Module):
         mask_bins: ``mel`` (paper; masks go through the mel->linear transfer at separation) or
             ``linear`` (n_freq = n_fft / 2 + 1 STFT bins, applied as they are).
         body: a name of :data:`~sepkit.nets.BODIES` (``blstm``); it is given input_dim, hidden,
-            layers, dropout and batch_norm (and is the attribute ``encoder``).
+            layers, dropout and batch_norm (and is the attribute ``encoder``); a causal body (``lstm``) is
+            also given ``lookahead``.
+        lookahead: frames of future context of a causal body (output frame t sees input frames <= t + L).
     """
 
     def __init__(self, input_dim, n_freq=150, hidden=500, layers=4, emb_dim=20, n_sources=2,
                  dropout=0.0, batch_norm=False, heads=("dc", "mi"), mask_activation="softmax",
-                 mask_bins="mel", body="blstm"):
+                 mask_bins="mel", body="blstm", lookahead=0):
         super().__init__()
         heads = tuple(heads)
         if not heads or not all(isinstance(h, str) and h in HEADS for h in heads) or len(set(heads)) < len(heads):
@@ -43,7 +45,12 @@ class ChimeraNet(nn.Module):
             raise ValueError(f"mask_bins must be mel or linear, got {mask_bins!r}")
         self.n_freq, self.emb_dim, self.n_sources, self.heads = n_freq, emb_dim, n_sources, heads
         self.mask_bins = mask_bins
-        self.encoder = BODIES.get(body)(input_dim, hidden, layers, dropout, batch_norm)
+        if BODIES.setting(body, "causal"):
+            self.encoder = BODIES.get(body)(input_dim, hidden, layers, dropout, batch_norm, lookahead=lookahead)
+        elif lookahead:
+            raise ValueError(f"lookahead is for a causal body (body {body!r} sees the whole sequence)")
+        else:
+            self.encoder = BODIES.get(body)(input_dim, hidden, layers, dropout, batch_norm)
         self.linear = nn.Linear(self.encoder.out_dim, n_freq * emb_dim)
         self.dc_head = self.mi_head = None  # the built-in heads' attributes exist even when they are not built
         for name in heads:  # attribute <name>_head: the weights' names in model files (mi_head.weight, ...)

@@ -120,6 +120,9 @@ _KEYS = [
      "network body, a name of sepkit.nets.BODIES (the registries section of docs/config.md lists them; "
      "plugins may add one); blstm: the paper's BLSTM stack, set by hidden, layers, dropout and batch_norm "
      "(every body is given them)"),
+    ("model", "lookahead", _nonneg_int, 0,
+     "frames of future context of a causal body (body lstm: output frame t sees input frames <= t + lookahead); "
+     "algorithmic latency = window + hop + lookahead x hop samples; 0 = strictly causal; only for causal bodies"),
     ("model", "hidden", _positive_int, 500, "BLSTM units per direction (paper: 500)"),
     ("model", "layers", _positive_int, 4, "number of BLSTM layers (paper: 4)"),
     ("model", "emb_dim", _positive_int, 20, "D, embedding dimension per T-F bin (paper: 20)"),
@@ -351,6 +354,17 @@ def check_config(conf):
             registry = getattr(importlib.import_module(module), attr)
             if conf[key] not in registry:
                 raise ConfigError(registry.unknown(conf[key]))
+    from sepkit.nets import BODIES
+
+    body = conf.get("body", "blstm")
+    if conf.get("lookahead", 0):
+        if not BODIES.setting(body, "causal"):
+            raise ConfigError(f"lookahead {conf['lookahead']} is for a causal body (body lstm); body {body} sees "
+                              "the whole sequence")
+        if conf["lookahead"] > 1000:
+            raise ConfigError(f"lookahead must be at most 1000 frames, got {conf['lookahead']}")
+    if conf.get("batch_norm") and BODIES.setting(body, "causal"):
+        raise ConfigError(f"batch_norm is not causal (its statistics are over time): body {body} has none")
     if conf.get("lr_schedule") == "cosine":
         if conf.get("steps_per_epoch") is None:
             raise ConfigError("lr_schedule cosine needs steps_per_epoch (its decay ends at the last step of "

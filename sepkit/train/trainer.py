@@ -28,6 +28,7 @@ from sepkit.train.schedule import build_scheduler
 from sepkit.train.distributed import (GlobalBatchSampler, all_gather_object, all_reduce_sum, broadcast_object,
                                       check_params_in_sync, epoch_seed, get_rng_state, seed_everything,
                                       set_rng_state, shard_batches)
+from sepkit.cluster import anchors_from_sums, source_anchor_sums
 from sepkit.train.tensorboard import TBWriter, ValidationExample
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ def build_model_conf(conf, feat_conf, n_sources):
             feat_conf.n_mels, "hidden": conf["hidden"], "layers": conf["layers"], "emb_dim": conf["emb_dim"],
             "n_sources": n_sources, "dropout": conf["dropout"], "batch_norm": conf["batch_norm"], "heads": heads,
             "mask_activation": conf["mask_activation"], **({"mask_bins": "linear"} if linear else {}),
-            **({"body": conf["body"]} if conf.get("body", "blstm") != "blstm" else {})}  # blstm: model_conf as before
+            **({"body": conf["body"]} if conf.get("body", "blstm") != "blstm" else {}),  # blstm: model_conf as before
+            **({"lookahead": conf["lookahead"]} if conf.get("lookahead") else {})}
 
 
 def _check_dump(conf, dump):
@@ -403,6 +405,7 @@ class Trainer:
                                     conf["max_valid_batches"])
             self.valid_loader = self._loader(self.valid_set, batches, salt=1) if batches else []
         acc = torch.zeros(4, dtype=torch.float64)
+        anchors = None  # DC head: per-source sums of unit embeddings over the bins each source dominates
         for batch in self.valid_loader:
             batch = self._to_device(batch)
             with torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
@@ -414,7 +417,14 @@ class Trainer:
                                   batch.get("psa"))
             acc += torch.stack([losses[k].double().sum().cpu() for k in ("loss", "dc", "mi")] +
                                [torch.tensor(len(batch["lengths"]), dtype=torch.float64)])
+            if "embedding" in out:
+                part = source_anchor_sums(out["embedding"], batch["mix"], batch["src"], conf["silence_db"],
+                                          batch["valid_lengths"])
+                anchors = part if anchors is None else anchors + part
         acc = all_reduce_sum(acc, env)
+        if anchors is not None:
+            anchors = all_reduce_sum(anchors, env)
+            self.dc_centers = anchors_from_sums(anchors)
         n = max(acc[3].item(), 1.0)
         return {"loss": acc[0].item() / n, "dc": acc[1].item() / n, "mi": acc[2].item() / n}
 
@@ -531,7 +541,10 @@ class Trainer:
                  "valid_segment_frames": self.valid_set.segment_frames, "epoch": st["epoch"], "step": st["step"],
                  "valid_loss": st["best_loss"] if st["best_epoch"] == st["epoch"] else None,
                  **({"init_model": self.conf["init_model"]} if self.conf.get("init_model") else {})}
-        return make_model_dict(self.model, self.model_conf, self.feat_conf.to_dict(), self.cmvn, self.sources, train)
+        d = make_model_dict(self.model, self.model_conf, self.feat_conf.to_dict(), self.cmvn, self.sources, train)
+        if getattr(self, "dc_centers", None) is not None:  # of the validation that preceded this save
+            d["dc_centers"] = self.dc_centers
+        return d
 
     def _save_model(self):
         d = self._model_dict()
