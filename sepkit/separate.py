@@ -23,6 +23,12 @@ exactly that:
    heads output linear-frequency masks (``model_conf.mask_bins: linear``) skip the mel -> linear
    transfer: their masks (and DC silence, cluster naming) are on the STFT bins.
 
+Causal models (body ``lstm``, :mod:`sepkit.engine`): step 2-3 differ: the network runs over the whole
+sequence (in chunks of ``block_frames`` frames with its recurrent state carried, so memory is bounded),
+never in segments, and the DC head takes the persistent centres of :mod:`sepkit.engine` (from the model
+file's ``dc_centers``; cluster i is source i) instead of k-means. That is what
+:meth:`Separator.online` (:mod:`sepkit.online`) computes block by block, to float rounding.
+
 Memory: :meth:`Separator.separate` (arrays in and out) keeps per-frame arrays (mel, features, masks)
 for the whole file and DC embeddings up to ``dc_memory_mb`` (else the network runs twice);
 :meth:`Separator.separate_file` (file to file, used by ``sepkit-separate``) streams every step and
@@ -42,12 +48,16 @@ import numpy as np
 import torch
 
 from sepkit.cluster import kmeans, name_clusters_lowfreq
+from sepkit.engine import DC_TIME_CONSTANT, causal_masks, is_causal
+from sepkit.errors import SeparationError
 from sepkit.model_io import build_from_dict, load_model_dict
 from sepkit.names import check_names
 from sepkit.phase import misi
 from sepkit.blockwise import nearest as _nearest
 from sepkit.blockwise import plan_segments, subsample_bins
 from sepkit.blockwise import resample_row as _resample_row
+from sepkit.online import OnlineSeparator
+from sepkit.stream import separate_file as _separate_file
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +72,6 @@ KMEANS_POINTS = 200_000  # bins in the k-means subsample
 DC_MEMORY_MB = 512  # keep all DC embeddings below this size, else run the network twice
 BLOCK_FRAMES = 4096  # frames per STFT / inverse-STFT block
 BACKENDS = ("torch", "onnxruntime")  # what runs the network (sepkit.onnx_backend for onnxruntime)
-
-
-class SeparationError(ValueError):
-    """A waveform or option that cannot be separated; one line, without the file name."""
 
 
 MISI_MAX = 1000  # MISI iterations: each widens every block by one window; gains stop after a few tens
@@ -171,7 +177,7 @@ class Separator:
     def __init__(self, model_dict, device="cpu", dtype=None, segment_frames=None, overlap=DEFAULT_OVERLAP,
                  batch_size=DEFAULT_BATCH, silence_db=40.0, kmeans_points=KMEANS_POINTS, kmeans_n_init=1,
                  seed=0, dc_memory_mb=DC_MEMORY_MB, residual=False, progress=False, block_frames=BLOCK_FRAMES,
-                 misi_iters=0, backend="torch", onnx_path=None, num_threads=0):
+                 misi_iters=0, backend="torch", onnx_path=None, num_threads=0, dc_time_constant=DC_TIME_CONSTANT):
         self.device = check_device(device)
         if backend not in BACKENDS:
             raise SeparationError(f"unknown backend {backend!r} ({' or '.join(BACKENDS)})")
@@ -193,6 +199,11 @@ class Separator:
         self.sources = check_names(list(model_dict["sources"]), "model sources", at_least=2)  # they name files
         self.n_clusters = int(model_dict["model_conf"].get("n_sources", len(self.sources)))
         self.heads = [h for h in ("mi", "dc") if h in self.model.heads]
+        self.causal = is_causal(self.model)  # whole-sequence network, persistent DC centres (sepkit.engine)
+        self.dc_centers = self._dc_centers(model_dict.get("dc_centers"))
+        if not dc_time_constant > 0:
+            raise SeparationError(f"dc_time_constant must be a positive number of seconds, got {dc_time_constant}")
+        self.dc_time_constant = float(dc_time_constant)
         self.mask_bins = self.model.mask_bins  # mel (paper) or linear: the bins of masks, silence and naming
         train_seg = model_dict.get("train", {}).get("segment_frames")
         if isinstance(train_seg, (list, tuple)):  # a curriculum: the last (final) length
@@ -233,6 +244,21 @@ class Separator:
             kwargs["onnx_path"] = path
             return cls(read_onnx(path)[0], device=device, dtype=dtype, **kwargs)
         return cls(load_model_dict(path), device=device, dtype=dtype, **kwargs)
+
+    def _dc_centers(self, centers):
+        """The model file's per-source DC anchors ``(C, D)`` on the device, or None."""
+        if centers is None or "dc" not in self.heads:
+            return None
+        c = torch.as_tensor(centers, dtype=torch.float32)
+        if c.shape != (self.n_clusters, getattr(self.model, "emb_dim", -1)) or not bool(torch.isfinite(c).all()):
+            raise SeparationError(f"dc_centers must be {self.n_clusters} x {self.model.emb_dim} finite numbers, "
+                                  f"got shape {tuple(c.shape)}")
+        return c.to(self.device)
+
+    def online(self, sample_rate, channels=1, head=None):
+        """An :class:`~sepkit.online.OnlineSeparator` of this (causal) model for a live stream of blocks
+        at ``sample_rate`` Hz with ``channels`` channels (:mod:`sepkit.online`)."""
+        return OnlineSeparator(self, sample_rate, channels, head)
 
     @property
     def sample_rate(self):
@@ -275,9 +301,7 @@ class Separator:
         Returns ``(sample_rate, channels, samples)`` of the input. Raises AudioError (input),
         SeparationError (model), FileExistsError, OSError (writing).
         """
-        from sepkit.stream import separate_file
-
-        return separate_file(self, in_path, out_paths, self._check_head(head), block_seconds, subtype, overwrite)
+        return _separate_file(self, in_path, out_paths, self._check_head(head), block_seconds, subtype, overwrite)
 
     def _check_head(self, head):
         head = head or self.default_head()
@@ -295,7 +319,10 @@ class Separator:
             x = torch.from_numpy(x).to(self.device)  # (C, Nm)
             mel = self._mel(x.mean(0, keepdim=True))[0]  # (T, F) of the mono downmix
             feats = self._features(mel)  # (T, Din)
-            masks = self._mi_masks(feats) if head == "mi" else self._dc_masks(feats, mel)  # (T, F, S)
+            if self.causal:  # the whole sequence at once (state carried over chunks), no segments
+                masks = causal_masks(self, feats, mel, head)
+            else:
+                masks = self._mi_masks(feats) if head == "mi" else self._dc_masks(feats, mel)  # (T, F, S)
             del feats
             if self.residual:
                 masks = masks[..., :-1]

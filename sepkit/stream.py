@@ -19,6 +19,12 @@ the file is cut into blocks; the in-memory path fits k-means on the same bins); 
 (2) the network again: every bin takes its nearest centre's label and the masks are applied. The
 < 200 Hz naming rule needs the whole file's labels, known only at the end of pass 2, so each
 cluster's estimate is written under a temporary name and named by the final renaming.
+
+The per-block steps (framing with the carried overlap, magnitudes, features, inverse STFT with the
+carried tail) are those of :class:`sepkit.engine.BlockEngine`, which :mod:`sepkit.online` shares. A
+causal model (body ``lstm``) reads the file once with either head: its network runs over the whole
+sequence with its state carried from block to block (:class:`sepkit.engine.CausalMasks`), and its DC
+masks come from the persistent centres of :mod:`sepkit.engine` (no k-means, no naming rule).
 """
 import errno
 import os
@@ -31,12 +37,11 @@ import torch
 
 from sepkit.audio import _format_of, umask_mkstemp
 from sepkit.blockwise import AudioReader, BinSubsample, Resampler, Window, nearest, plan_segments, resampled_length
+from sepkit.engine import BlockEngine, CausalMasks
+from sepkit.errors import SeparationError
 
 
 __all__ = ["separate_file"]
-
-
-DELTA = 2  # frames of context of the delta features on each side (sepkit.frontend.deltas, width 2)
 
 
 class _Plan:
@@ -51,61 +56,29 @@ class _Plan:
         self.block_samples = max(1, int(round(block_seconds * self.sr)))
 
 
-class _Pass:
+class _Pass(BlockEngine):
     """One read of the input: model-rate samples, mel, features and network batches, on demand.
 
-    Everything is held in :class:`~sepkit.blockwise.Window` s from which what no later step needs is dropped.
+    The block engine (:class:`~sepkit.engine.BlockEngine`) fed from the file: everything is held in
+    :class:`~sepkit.blockwise.Window` s from which what no later step needs is dropped.
     """
 
     def __init__(self, sep, plan, head=None, desc="", reconstructs=False):
         from tqdm import tqdm
 
-        c = sep.frontend.config
-        self.sep, self.p, self.head = sep, plan, head
-        self.hop, self.n_fft, self.half = c.hop_length, c.n_fft, c.n_fft // 2
+        # reconstructs: else samples are dropped as soon as their frames have a mel
+        super().__init__(sep, plan.channels, plan.nm, feed=self._read, keep_samples=reconstructs)
+        self.p, self.head = plan, head
         self.blocks = plan.reader.blocks(plan.block_samples)
         self.resampler = Resampler(plan.channels, plan.sr, sep.sample_rate, plan.nm)
-        self.x, self.mel, self.feats, self.masks = Window(1), Window(0), Window(0), Window(0)
-        self.reconstructs = reconstructs  # else samples are dropped as soon as their frames have a mel
         self.bar = tqdm(total=len(plan.starts), desc=desc, unit="seg", leave=False,
                         disable=None if (sep.progress and head) else True)
 
-    def ensure_x(self, end):
-        while self.x.end < min(end, self.p.nm):
-            block = next(self.blocks, None)
-            last = block is None
-            y = self.resampler.push(np.zeros((self.p.channels, 0), np.float32) if last else block, last)
-            self.x.append(torch.from_numpy(y).to(self.sep.device))
-
-    def xpad(self, a, b):
-        """Samples ``[a, b)`` ``(C, b - a)`` of the signal zero padded by ``n_fft // 2`` on both sides."""
-        b = min(b, self.p.nm + 2 * self.half)  # as slicing the padded signal
-        lo, hi = max(a - self.half, 0), min(b - self.half, self.p.nm)
-        if hi <= lo:
-            return torch.zeros(self.p.channels, b - a, device=self.sep.device)
-        self.ensure_x(hi)
-        return torch.nn.functional.pad(self.x.get(lo, hi), (lo - a + self.half, b - self.half - hi))
-
-    def ensure_mel(self, t):
-        """Magnitudes (mask bins: mel or linear) of the mono downmix up to frame ``t``, in the in-memory
-        path's blocks."""
-        while self.mel.end < min(t, self.p.T):
-            a = self.mel.end
-            b = min(a + self.sep.block_frames, self.p.T)
-            mono = self.xpad(a * self.hop, (b - 1) * self.hop + self.n_fft).mean(0, keepdim=True)
-            self.mel.append(self.sep._to_bins(self.sep._frames(mono, 0, b - a).abs())[0])
-            if not self.reconstructs:
-                self.x.drop_before(b * self.hop - self.half)
-
-    def ensure_feats(self, t):
-        T = self.p.T
-        if self.feats.end >= min(t, T):
-            return
-        self.ensure_mel(t + DELTA)
-        a = self.feats.end
-        b = T if self.mel.end == T else self.mel.end - DELTA
-        lo, hi = max(0, a - DELTA), min(T, b + DELTA)
-        self.feats.append(self.sep._features(self.mel.get(lo, hi))[a - lo:b - lo])
+    def _read(self):
+        block = next(self.blocks, None)
+        last = block is None
+        y = self.resampler.push(np.zeros((self.p.channels, 0), np.float32) if last else block, last)
+        self.push(torch.from_numpy(y).to(self.sep.device))
 
     def batches(self):
         """Yield ``(i, j, idx, out)``: network outputs ``(B, L, F, X)`` of segments ``i..j-1``, frames ``idx``."""
@@ -119,8 +92,22 @@ class _Pass:
             self.bar.update(j - i)
             nxt = p.starts[j] if j < len(p.starts) else p.T
             self.feats.drop_before(nxt)
-            self.mel.drop_before(min(nxt, self.feats.end) - DELTA)
+            self.mel.drop_before(min(nxt, self.feats.end) - self.la)
         self.bar.close()
+
+    def causal_masks(self):
+        """Append the masks of a causal model to ``self.masks``, block by block: the network over the
+        whole sequence with its state carried (:class:`~sepkit.engine.CausalMasks`), no segments."""
+        run, T, B = CausalMasks(self.sep, self.head), self.p.T, self.sep.block_frames
+        self.bar.close()
+        for a in range(0, T, B):
+            b = min(a + B, T)
+            self.ensure_feats(b)
+            out = run.push(self.feats.get(a, b), self.mel.get(a, b))
+            self.masks.append(torch.cat([out, run.finish()]) if b == T else out)
+            self.feats.drop_before(b)
+            self.mel.drop_before(b - self.la)
+            yield
 
     def mi_masks(self):
         """Append final MI masks to ``self.masks`` batch by batch (the in-memory cross-fade)."""
@@ -164,12 +151,9 @@ class _Pass:
             a0, b0 = max(0, a - sep.margin), min(p.T, b + sep.margin)
             while self.masks.end < b0:
                 next(masks)
-            spec = sep._frames(self.xpad(a0 * self.hop, (b0 - 1) * self.hop + self.n_fft), 0, b0 - a0)
             end = p.nm if b == p.T else b * self.hop
-            emit(sep._reconstruct_block(spec, self.masks.get(a0, b0)[..., :n_est], a0, a, end).cpu().numpy(), b == p.T)
-            nxt = max(0, b - sep.margin)
-            self.masks.drop_before(nxt)
-            self.x.drop_before(nxt * self.hop - self.half)
+            emit(self.synth(a0, a, b0, end, n_est).cpu().numpy(), b == p.T)
+            self.drop_synthesised(b * self.hop)
         for _ in masks:  # nothing left: closes the batches' progress bar
             pass
 
@@ -196,8 +180,6 @@ class _Outputs:
             raise
 
     def __call__(self, est, last):
-        from sepkit.separate import SeparationError
-
         y = self.resampler.push(est.reshape(self.n_est * self.plan.channels, -1), last)
         y = y.reshape(self.n_est, self.plan.channels, -1)
         wav = None if self.raw is None else self.raw.read(y.shape[-1], dtype="float32", always_2d=True).T
@@ -268,18 +250,16 @@ def _destinations(sources, out_paths, overwrite):
 
 def separate_file(sep, in_path, out_paths, head, block_seconds=10.0, subtype=None, overwrite=False):
     """:meth:`sepkit.separate.Separator.separate_file` (see there and this module's text)."""
-    from sepkit.separate import SeparationError
-
     dests = _destinations(sep.sources, out_paths, overwrite)
     if not block_seconds > 0:
         raise ValueError(f"block_seconds must be positive, got {block_seconds}")
     plan = _Plan(sep, AudioReader(in_path), block_seconds)
     S, fmt = len(sep.sources), _format_of(dests[0])
-    named = head == "dc" and sep.names_clusters
+    named = head == "dc" and sep.names_clusters and not sep.causal  # a causal model's cluster i is source i
     if named and len({_format_of(d) for d in dests}) > 1:
         raise SeparationError("the outputs of the DC head must all have one format (wav, flac or ogg)")
     with torch.inference_mode():
-        if head == "dc":
+        if head == "dc" and not sep.causal:
             centers, threshold = _fit_centers(sep, plan)
         n_est = sep.n_clusters if named else S - int(sep.residual)
         targets = [lambda E, wav, c=c: E[c] for c in range(n_est)]
@@ -290,7 +270,8 @@ def separate_file(sep, in_path, out_paths, head, block_seconds=10.0, subtype=Non
         out = _Outputs(sep, plan, n_est, targets, paths, fmt, subtype, sep.residual)
         try:
             run = _Pass(sep, plan, head, f"separate ({head})" + (" 2/2" if head == "dc" else ""), reconstructs=True)
-            masks = run.mi_masks() if head == "mi" else run.dc_masks(centers, threshold)
+            masks = run.causal_masks() if sep.causal else run.mi_masks() if head == "mi" else run.dc_masks(
+                centers, threshold)
             run.reconstruct(masks, n_est, out)
             chosen = list(range(S))
             if named:
@@ -306,8 +287,6 @@ def separate_file(sep, in_path, out_paths, head, block_seconds=10.0, subtype=Non
 def _fit_centers(sep, plan):
     """DC passes 0 and 1: the file's mel peak, then k-means on the subsample of its non-silent bins."""
     from sepkit.cluster import kmeans
-    from sepkit.separate import SeparationError
-
     scan = _Pass(sep, plan)  # pass 0: mel only
     peak = torch.zeros((), device=sep.device)
     for a in range(0, plan.T, sep.block_frames):
