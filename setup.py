@@ -41,6 +41,7 @@ setup(
             "sepkit-separate=sepkit.bin.separate:console_main",
             "sepkit-export=sepkit.bin.export:console_main",
             "sepkit-pack=sepkit.bin.pack_hub:console_main",
+            "sepkit-stream=sepkit.bin.stream:console_main",
         ]
     },
 )

@@ -257,3 +257,101 @@ def test_offline_causal_masks_are_the_whole_sequence_forward(model):
         whole = sep.model(feats[None], heads=("mi",))["mask"][0]
     assert sep.model.encoder.lookahead == 2 and feats.shape[0] > 100
     torch.testing.assert_close(causal_masks(sep, feats, mel, "mi"), whole, rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- sepkit-stream
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """sepkit-stream's main in this process (--num-threads 0: torch's threads left alone): (status, stdout, stderr)."""
+    import io
+    import sys
+
+    from sepkit.bin.stream import main
+
+    def run(*args, stdin=b""):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        rc = main(["--num-threads", "0", *map(str, args)])
+        out = capsys.readouterr()
+        return rc, out.out, out.err
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def model_file(model, tmp_path_factory):
+    from sepkit.model_io import save_model_dict
+
+    path = tmp_path_factory.mktemp("model") / "causal.pt"
+    save_model_dict(path, model)
+    return path
+
+
+def test_cli_file_and_raw_stdin_equal_offline(model_file, tmp_path, cli):
+    import json
+    import os
+    import subprocess
+
+    import soundfile as sf
+
+    sep = Separator.from_pretrained(model_file, dtype="float32")
+    wav = song(1.5, 2, 22050)
+    sf.write(tmp_path / "song.wav", wav.T, 22050, subtype="FLOAT")
+    rc, out, err = cli("--model", model_file, "--outdir", tmp_path / "out", "--block-ms", 7, "--head", "dc",
+                       "--report", "json", tmp_path / "song.wav")
+    assert rc == 0, err
+    rep = json.loads(out)
+    assert rep["samples"] == wav.shape[1] and rep["blocks"] == len(rep["per_block_ms"]) == -(-wav.shape[1] // 154)
+    assert rep["latency_samples"] == sep.online(22050, 2, "dc").latency_samples and 0 < rep["rtf"] < 10
+    ref = sep.separate(wav, 22050, head="dc")
+    for s in sep.sources:
+        got = sf.read(tmp_path / "out" / "song" / f"{s}.wav", dtype="float32", always_2d=True)
+        assert got[1] == 22050
+        np.testing.assert_allclose(got[0].T, ref[s], rtol=0, atol=1e-5)
+
+    pcm = np.round(wav * 32767).astype("<i2")  # raw s16le through a pipe to the console script, written as s16le
+    r = subprocess.run(["sepkit-stream", "--model", model_file, "--outdir", tmp_path / "out", "--raw-rate", "22050",
+                        "--raw-channels", "2", "--raw-format", "s16le", "--raw-out", "--name", "live", "-"],
+                       input=pcm.T.tobytes(), capture_output=True,
+                       env={**os.environ, "PATH": f"{os.path.dirname(__import__('sys').executable)}:{os.environ['PATH']}"})
+    assert r.returncode == 0, r.stderr
+    assert "real-time factor" in r.stderr.decode() and "algorithmic latency" in r.stderr.decode()
+    ref = sep.separate(pcm.astype(np.float32) / 32768, 22050)
+    for s in sep.sources:
+        got = np.frombuffer((tmp_path / "out" / "live" / f"{s}.raw").read_bytes(), "<i2").reshape(-1, 2).T
+        assert got.shape == pcm.shape
+        assert np.abs(got.astype(np.float32) - np.round(ref[s] * 32768)).max() <= 1
+
+
+def test_cli_errors_are_one_line_and_leave_nothing(model_file, tmp_path, cli):
+    from test_separate import tiny_model_dict
+
+    from sepkit.model_io import save_model_dict
+
+    save_model_dict(tmp_path / "blstm.pt", tiny_model_dict())
+    pcm = (np.random.default_rng(0).standard_normal(3001) * 0.1).astype("<f4")
+    nan = pcm.copy()
+    nan[2000] = np.nan
+    out = tmp_path / "out"
+    raw = ["--raw-rate", 16000, "--raw-channels", 1, "--raw-format", "f32le"]
+    cases = [([*raw, "--model", tmp_path / "blstm.pt", "-"], pcm.tobytes(), "blstm.pt: the model's body is not causal"),
+             ([*raw, "--model", model_file, "-"], nan.tobytes(), "stdin: the block contains NaN"),
+             ([*raw, "--model", model_file, "-"], pcm.tobytes()[:-3], "stdin: the raw stream ends with 1 bytes"),
+             (["--model", model_file, "--raw-format", "s16le", "-"], b"", "needs --raw-rate, --raw-channels"),
+             (["--model", model_file, tmp_path / "missing.wav"], b"", "missing.wav")]
+    for args, stdin, match in cases:
+        rc, _, err = cli("--outdir", out, *args, stdin=stdin)
+        assert rc == 1 and match in err and err.count("\n") == 1, err
+        assert not out.exists()  # no output folder, no temporary file
+    raw += ["--model", model_file, "--outdir", out, "-q"]
+    assert cli(*raw, "-", stdin=pcm.tobytes())[0] == 0
+    rc, _, err = cli(*raw, "-", stdin=pcm.tobytes())
+    assert rc == 1 and "stdin: output" in err and "exists (use --overwrite" in err
+    (out / "mine").mkdir()
+    (out / "mine" / "notes.txt").write_text("mine")
+    rc, _, err = cli(*raw, "--name", "mine", "--overwrite", "-", stdin=pcm.tobytes())
+    assert rc == 1 and "was not made by" in err
+    assert (out / "mine" / "notes.txt").read_text() == "mine"
+    assert cli(*raw, "--overwrite", "-", stdin=pcm.tobytes())[0] == 0  # its own output: replaced
+    assert sorted(p.name for p in out.iterdir()) == ["mine", "stdin"]
+    assert sorted(p.name for p in (out / "stdin").iterdir()) == [".sepkit-separate.json", "accompaniment.wav",
+                                                                  "vocals.wav"]

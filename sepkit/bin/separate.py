@@ -153,7 +153,7 @@ def ownership_problem(dest):
     try:
         listed = json.loads((dest / MANIFEST).read_text())["files"]
         check_names([Path(f).stem for f in listed], dest / MANIFEST, "output")
-        if not all(isinstance(f, str) and f.endswith(".wav") for f in listed):
+        if not all(isinstance(f, str) and f.endswith((".wav", ".raw")) for f in listed):  # .raw: sepkit-stream
             raise ValueError
     except FileNotFoundError:
         return f"was not made by sepkit-separate (no {MANIFEST} in it)"
@@ -181,7 +181,7 @@ def remove_stale_temporaries(outdir):
         if m is None or path.is_symlink() or not path.is_dir() or _alive(int(m["pid"])):
             continue
         files = os.listdir(path)
-        if all(f == MANIFEST or f.endswith(".wav") or f.startswith(".") and f.endswith(".tmp") for f in files):
+        if all(f == MANIFEST or f.endswith((".wav", ".raw")) or f.startswith(".") and f.endswith(".tmp") for f in files):
             shutil.rmtree(path, ignore_errors=True)
             logger.info("removed %s, left by an interrupted run (process %s)", path, m["pid"])
 
