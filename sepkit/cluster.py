@@ -81,15 +81,12 @@ def kmeans(x, k, n_init=1, max_iter=300, tol=1e-4, seed=0, weights=None):
     gen = torch.Generator()  # CPU: device-independent draws (see _draw)
     gen.manual_seed(seed)
     x_sq = x.square().sum(1)
-    wsum = weights.sum() if weights is not None else None
-    var = (x.var(0, unbiased=False).mean() if weights is None else
-           ((x - (weights[:, None] * x).sum(0) / wsum).square() * weights[:, None]).sum(0).div(wsum).mean())
-    tol_abs = float(var) * tol
+    tol_abs = _mean_variance(x, weights) * tol
     best = None
     for _ in range(n_init):
         centers = _kmeanspp(x, x_sq, k, gen, weights)
         for _ in range(max_iter):
-            labels = _sq_dist(x, x_sq, centers).argmin(1)
+            labels = _nearest_labels(x, centers)
             new = _update_centers(x, labels, k, weights, centers)
             shift = float((new - centers).square().sum())
             centers = new
@@ -103,10 +100,34 @@ def kmeans(x, k, n_init=1, max_iter=300, tol=1e-4, seed=0, weights=None):
     return KMeansResult(*best)
 
 
+def _mean_variance(x, weights=None, chunk=16384):
+    """Mean over dimensions of the (weighted) variance of the points ``x`` ``(N, D)``, a float: two passes
+    (mean, then squared deviations) over chunks of rows in float64, as ``x.var(0).mean()`` but without its
+    slow strided reduction or an ``(N, D)`` temporary."""
+    w = torch.ones(x.shape[0], device=x.device, dtype=torch.float64) if weights is None else weights.double()
+    parts = [(w[i:i + chunk], x[i:i + chunk]) for i in range(0, x.shape[0], chunk)]
+    wsum = w.sum()
+    mean = sum(wc @ xc.double() for wc, xc in parts) / wsum
+    total = sum((wc @ (xc.double() - mean).square_()).sum() for wc, xc in parts)
+    return float(total / wsum) / x.shape[1]
+
+
+def _nearest_labels(x, centers):
+    """Index of the nearest centre of every point ``(N,)``: the argmin over k of ``||c||^2 - 2 x.c`` (``||x||^2``
+    is the same for every centre), from k matrix-vector products (distances ``(k, N)``: contiguous rows;
+    for k = 2 a comparison, ties to centre 0 as argmin). ~3x faster on a CPU than one ``(N, k)`` product."""
+    d = torch.stack([x @ c for c in centers]).mul_(-2.0).add_(centers.square().sum(1)[:, None])  # (k, N)
+    return (d[1] < d[0]).long() if d.shape[0] == 2 else d.argmin(0)
+
+
 def _update_centers(x, labels, k, weights, old):
-    w = weights if weights is not None else torch.ones_like(labels, dtype=x.dtype)
-    sums = torch.zeros(k, x.shape[1], device=x.device, dtype=x.dtype).index_add_(0, labels, x * w[:, None])
-    counts = torch.zeros(k, device=x.device, dtype=x.dtype).index_add_(0, labels, w)
+    """Weighted mean of each cluster's points (``old`` for an empty one): one product of a ``(k, N)`` one-hot
+    weight matrix with ``x`` (a single pass over the points, ~10x faster on a CPU than ``index_add_``)."""
+    onehot = (labels[None, :] == torch.arange(k, device=x.device)[:, None]).to(x.dtype)  # (k, N)
+    if weights is not None:
+        onehot.mul_(weights[None, :])
+    sums = onehot @ x
+    counts = onehot.sum(1)
     empty = counts <= 0
     return torch.where(empty[:, None], old, sums / counts.clamp_min(1e-12)[:, None])
 

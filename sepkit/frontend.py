@@ -115,10 +115,57 @@ class Frontend(nn.Module):
         return spec.transpose(-1, -2)  # (B, K, T) -> (B, T, K)
 
     def istft(self, spec, length):
-        """``(B, T, K)`` complex STFT -> ``(B, length)`` waveform (inverse of :meth:`stft`)."""
+        """``(B, T, K)`` complex STFT -> ``(B, length)`` waveform (inverse of :meth:`stft`).
+
+        ``torch.istft``'s result (centred, window-square normalised overlap-add, cut or zero padded
+        to ``length``), computed as inverse FFTs of the frames (one call, frames last, no transpose)
+        and, when the hop divides ``n_fft``, an overlap-add of ``n_fft / hop`` shifted slices in place
+        of ``torch.istft``'s fold: ~2x faster on a CPU, equal to float rounding (the sums of the
+        overlapping frames are taken in another order). Other hops: ``torch.istft`` itself.
+        """
         c = self.config
-        return torch.istft(spec.transpose(-1, -2), n_fft=c.n_fft, hop_length=c.hop_length,
-                           win_length=c.win_length or c.n_fft, window=self.window, center=True, length=length)
+        n_fft, hop = c.n_fft, c.hop_length
+        *lead, T, K = spec.shape
+        if n_fft % hop or not spec.is_complex() or K != n_fft // 2 + 1 or T < 1:
+            return torch.istft(spec.transpose(-1, -2), n_fft=n_fft, hop_length=hop, win_length=c.win_length or n_fft,
+                               window=self.window, center=True, length=length)
+        r, half = n_fft // hop, n_fft // 2
+        env, invertible = self._ola_envelope(T, spec.device)
+        n = min(length, env.numel() - half)  # samples that frames cover; the rest is zeros
+        if not invertible:  # a zero of the envelope (window / hop): torch.istft raises its own error if it is hit
+            return torch.istft(spec.transpose(-1, -2), n_fft=n_fft, hop_length=hop, win_length=c.win_length or n_fft,
+                               window=self.window, center=True, length=length)
+        frames = torch.fft.irfft(spec.reshape(-1, T, K), n=n_fft, dim=-1)  # (B, T, n_fft)
+        frames.mul_(self._full_window(spec.device))
+        parts = frames.view(-1, T, r, hop)
+        out = torch.zeros(parts.shape[0], T + r - 1, hop, dtype=frames.dtype, device=frames.device)
+        for j in range(r):  # frame t's j-th hop of samples lands on hop t + j
+            out[:, j:j + T].add_(parts[:, :, j])
+        y = out.view(parts.shape[0], -1)[:, half:half + max(n, 0)].div_(env[half:half + max(n, 0)])
+        if n < length:
+            y = torch.nn.functional.pad(y, (0, length - max(n, 0)))
+        return y.reshape(*lead, length)
+
+    def _full_window(self, device):
+        """The synthesis window zero padded (centred) to ``n_fft``, as ``torch.istft`` pads it."""
+        n_fft, w = self.config.n_fft, self.window.to(device)
+        left = (n_fft - w.numel()) // 2
+        return torch.nn.functional.pad(w, (left, n_fft - w.numel() - left))
+
+    def _ola_envelope(self, T, device):
+        """Overlap-added squared window of ``T`` frames ``((T - 1) * hop + n_fft,)`` and whether it is above
+        ``torch.istft``'s 1e-11 after the first ``n_fft / 2`` samples (checked once: cached for the last T)."""
+        key = (T, str(device))
+        if getattr(self, "_env_key", None) != key:
+            hop = self.config.hop_length
+            r = self.config.n_fft // hop
+            w2 = self._full_window(device).square().view(r, hop)
+            env = torch.zeros(T + r - 1, hop, device=device)
+            for j in range(r):
+                env[j:j + T] += w2[j]
+            env = env.view(-1)
+            self._env_key, self._env = key, (env, bool(env[self.config.n_fft // 2:].min() >= 1e-11))
+        return self._env
 
     def mel(self, mag):
         """``(..., T, K)`` linear magnitude -> ``(..., T, F)`` mel magnitude."""
