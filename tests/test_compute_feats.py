@@ -2,6 +2,7 @@
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,7 +20,7 @@ import yaml
 from sepkit.audio import resample
 from sepkit.bin import compute_cmvn, compute_feats
 from sepkit.data.dataset import FeatureDump
-from sepkit.data.datadir import DataDir
+from sepkit.data.datadir import DataDir, validate_data_dir
 from sepkit.frontend import CMVN, FeatureConfig, Frontend
 
 REPO = Path(__file__).resolve().parents[1]
@@ -259,9 +260,28 @@ def test_length_mismatch_fails_cleanly(tmp_path, setup):
     _, _, conf_path, _ = setup
     data = _make_data(tmp_path, clips={"x1": (8000, 1, 0.5), "y2": (8000, 1, 0.5)}, short="y2")
     out = tmp_path / "dump"
-    with pytest.raises(SystemExit, match="utterance y2: source vocals has 3600 samples, the mixture 4000"):
+    with pytest.raises(SystemExit, match=r"data/vocals\.scp: utterance y2: \S+/y2_vocals\.wav has 3600 samples, "
+                                         r"the mixture \S+/y2_mix\.wav 4000 \(at 8000 Hz"):
         compute_feats.main(["--feat-conf", str(conf_path), str(data), str(out)])
-    assert not (out / "mix.scp").exists() and sorted(p.name for p in out.iterdir()) == [compute_feats.RECORD]
+    assert not out.exists()  # refused from the file headers before the dump dir is claimed
+
+
+def test_source_at_another_rate_is_refused_before_anything_is_written(tmp_path, setup):
+    """A source at another sample rate than its mixture (same duration) would be resampled into a dump that
+    looks right: it is refused in one line naming the file, and neither the dump nor its record is written."""
+    _, _, conf_path, _ = setup
+    data = _make_data(tmp_path, clips={"x1": (8000, 1, 0.5), "y2": (8000, 1, 0.5)})
+    x, sr = sf.read(tmp_path / "audio" / "x1_accompaniment.wav", dtype="float32")
+    sf.write(tmp_path / "audio" / "x1_accompaniment.wav", resample(x[None], sr, 16000)[0], 16000, subtype="FLOAT")
+    out = tmp_path / "dump"
+    with pytest.raises(SystemExit) as err:
+        compute_feats.main(["--feat-conf", str(conf_path), "--prepare", str(data), str(out)])
+    msg = str(err.value)
+    assert "\n" not in msg and re.search(r"accompaniment\.scp: utterance x1: \S+/x1_accompaniment\.wav is 16000 Hz, "
+                                         r"the mixture \S+/x1_mix\.wav 8000 Hz", msg), msg
+    assert not out.exists()
+    problems = validate_data_dir(data)  # the same check, from the headers, in validate_data_dir
+    assert len(problems) == 1 and "x1_accompaniment.wav is 16000 Hz" in problems[0]
 
 
 def test_residual_warning(tmp_path, setup, caplog):

@@ -1,5 +1,6 @@
 """Tests of sepkit.data.datadir: scp I/O, audio specs, DataDir, validate_data_dir."""
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -230,8 +231,15 @@ def test_validate_missing_file_and_bad_spec(tmp_path):
 
 def test_validate_check_audio_finds_length_mismatch(tmp_path):
     data, _ = _make_dir(tmp_path)
+    _wav(Path(data.source("accompaniment")["a_utt"]), n=877)  # within 1%: the headers' check lets it pass
+    assert validate_data_dir(data.path) == []
+    _, text = _problems(data.path, check_audio=True)
+    assert "accompaniment.scp: utterance a_utt: 877 samples, mixture has 880" in text  # decoded: exact
     _wav(Path(data.source("accompaniment")["a_utt"]), n=700)
-    assert validate_data_dir(data.path) == []  # headers only: not detected
+    problems = validate_data_dir(data.path)  # headers only, one line naming the scp, the file and the mixture
+    assert len(problems) == 1 and "\n" not in problems[0], problems
+    assert re.search(r"train/accompaniment\.scp: utterance a_utt: \S+a_utt_acc\.wav has 700 samples, "
+                     r"the mixture \S+a_utt_mix\.wav 880 \(at 8000 Hz", problems[0]), problems[0]
     _, text = _problems(data.path, check_audio=True)
     assert "accompaniment.scp: utterance a_utt: 700 samples, mixture has 880" in text
 

@@ -40,12 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
+from sepkit.data.datadir import LENGTH_TOLERANCE  # sources may differ from the mixture in length by this fraction
 from sepkit.data.dataset import MIX, PSA, dump_streams, read_dump_scp
 
 logger = logging.getLogger("sepkit.bin.compute_feats")
 
 NOT_DONE = 10  # exit status of --prepare when there is work to do
-LENGTH_TOLERANCE = 0.01  # sources may differ from the mixture in length by this fraction
 RESIDUAL_WARN_DB = -20.0  # warn when |mix - sum(sources)|^2 / |mix|^2 is above this
 _RESERVED = {MIX, "utt2num_frames", "feat_conf", "cmvn", "sources", "log"}
 RECORD = ".sepkit_dump"  # claims a dump dir and records its inputs (see the module docstring)
@@ -144,7 +144,8 @@ def load_utt(data, utt, sample_rate):
     out[0] = mix
     for c, (name, src) in enumerate(zip(data.sources, srcs)):
         if abs(src.shape[0] - n) > LENGTH_TOLERANCE * n:
-            fail(f"utterance {utt}: source {name} has {src.shape[0]} samples, the mixture {n} "
+            fail(f"{data.path / (name + '.scp')}: utterance {utt}: {data.source(name)[utt]} has {src.shape[0]} samples, "
+                 f"the mixture {data.wav[utt]} {n} "
                  f"(at {sample_rate} Hz; they must agree within {LENGTH_TOLERANCE:.0%})")
         m = min(n, src.shape[0])
         out[1 + c, :m] = src[:m]  # trimmed or zero-padded to the mixture's length
@@ -369,9 +370,10 @@ def move_aside(path, repoint=True):
 
 
 def check_audio_files(data, utts):
-    """Fail before any job starts if an audio spec is invalid or names a missing file."""
+    """Fail before any job starts (and before anything is written) if an audio spec is invalid or names a
+    missing file, or if a source's sample rate or length (file headers) is not its mixture's."""
     from sepkit.audio import AudioError
-    from sepkit.data.datadir import spec_files
+    from sepkit.data.datadir import header_problems, spec_files
 
     for utt in utts:
         for name, table in [("wav.scp", data.wav)] + [(f"{s}.scp", data.source(s)) for s in data.sources]:
@@ -381,6 +383,9 @@ def check_audio_files(data, utts):
                 fail(f"{data.path / name}: utterance {utt}: {exc}")
             if missing:
                 fail(f"{data.path / name}: utterance {utt}: audio file not found: {missing[0]}")
+    problems = header_problems(data.path, data.wav, {s: data.source(s) for s in data.sources}, utts)
+    if problems:
+        fail(problems[0] + (f" (and {len(problems) - 1} more problem(s) of this kind)" if len(problems) > 1 else ""))
 
 
 def prepare(data, outdir, conf, utts, overwrite=False):

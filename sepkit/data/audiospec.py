@@ -140,13 +140,21 @@ def load_audio(spec, sample_rate=None):
     return wav, sr
 
 
-def spec_duration(spec):
-    """Duration in seconds of what :func:`load_audio` returns, from file headers (no decoding)."""
+def spec_header(spec):
+    """``(sample rate, frames)`` of what :func:`load_audio` returns, from file headers (no decoding).
+
+    Raises:
+        AudioError: a missing or unreadable file, no samples, or files of a ``sum`` at different rates.
+    """
     import soundfile as sf
 
     node = parse_spec(spec) if not _is_parsed(spec) else spec
     if "sum" in node:
-        return min(spec_duration(item) for item in node["sum"])
+        parts = [(_describe(item),) + spec_header(item) for item in node["sum"]]
+        if len({rate for _, rate, _ in parts}) > 1:
+            detail = ", ".join(f"{name} {rate} Hz" for name, rate, _ in parts)
+            raise AudioError(f"cannot sum [{', '.join(p[0] for p in parts)}]: sample rates differ ({detail})")
+        return parts[0][1], min(frames for _, _, frames in parts)
     path = node["path"]
     if not os.path.isfile(path):
         raise AudioError(f"{path}: no such file")
@@ -157,4 +165,10 @@ def spec_duration(spec):
         raise AudioError(f"{path}: not a readable audio file ({first})") from None
     if info.samplerate <= 0 or info.frames <= 0:
         raise AudioError(f"{path}: audio has no samples")
-    return info.frames / info.samplerate
+    return int(info.samplerate), int(info.frames)
+
+
+def spec_duration(spec):
+    """Duration in seconds of what :func:`load_audio` returns, from file headers (no decoding)."""
+    rate, frames = spec_header(spec)
+    return frames / rate

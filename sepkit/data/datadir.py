@@ -23,14 +23,17 @@ from pathlib import Path
 import numpy as np
 
 from sepkit.audio import AudioError, atomic_path
-from sepkit.data.audiospec import load_audio, parse_spec, spec_duration, spec_files
+from sepkit.data.audiospec import load_audio, parse_spec, spec_duration, spec_files, spec_header
 from sepkit.names import name_problem
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DataDirError", "DataDir", "read_scp", "write_scp", "load_audio", "parse_spec",
-           "spec_files", "spec_duration", "validate_data_dir", "sort_key"]
+__all__ = ["DataDirError", "DataDir", "read_scp", "write_scp", "read_source_list", "load_audio", "parse_spec",
+           "spec_files", "spec_duration", "spec_header", "validate_data_dir", "header_problems", "sort_key",
+           "LENGTH_TOLERANCE"]
 
+# A source may differ from its mixture in length by this fraction (what the feature stage trims or pads).
+LENGTH_TOLERANCE = 0.01
 # Files of a data dir that are not ``<source>.scp``; a source may not take these names.
 _RESERVED = {"wav", "utt2dur", "sources"}
 
@@ -140,6 +143,13 @@ def _check_source_names(names, where):
         raise DataDirError(f"{where}: no sources listed")
 
 
+def read_source_list(path):
+    """The source names of a ``sources`` file (one a line, blank lines ignored), checked like a data dir's."""
+    names = [s for s in _read_lines(path) if s]
+    _check_source_names(names, path)
+    return names
+
+
 def _check_same_utts(reference, ref_name, other, other_name):
     if set(reference) == set(other):
         return None
@@ -167,9 +177,7 @@ class DataDir:
         self.path = Path(path)
         if not self.path.is_dir():
             raise DataDirError(f"{self.path}: not a directory")
-        self.sources = _read_lines(self.path / "sources")
-        self.sources = [s for s in self.sources if s]
-        _check_source_names(self.sources, self.path / "sources")
+        self.sources = read_source_list(self.path / "sources")
         self.wav = read_scp(self.path / "wav.scp")
         if not self.wav:
             raise DataDirError(f"{self.path / 'wav.scp'}: no utterances")
@@ -297,7 +305,9 @@ def validate_data_dir(path, check_audio=False):
     """Check a data dir; return a list of one-line problems (``[]`` when valid).
 
     Always checked: required files, parseable and C-sorted scp files, valid source names,
-    identical utt sets, positive durations, valid audio specs whose files exist.
+    identical utt sets, positive durations, valid audio specs whose files exist, and from the file
+    headers (:func:`header_problems`) that every source has its mixture's sample rate and length
+    (within :data:`LENGTH_TOLERANCE`).
     With ``check_audio``: every spec is decoded; the mixture and its sources must have the same
     sample rate and length, and ``utt2dur`` must match the mixture's duration (1% or 10 ms).
     """
@@ -361,6 +371,44 @@ def validate_data_dir(path, check_audio=False):
                 problems.append(f"{fname}: utterance {utt}: audio file not found: {missing[0]}")
     if check_audio and wav and not problems:
         problems.extend(_check_audio(path, tables, sources))
+    elif wav and not problems:
+        problems.extend(header_problems(path, wav, {name: tables[name] for name in sources}))
+    return problems
+
+
+def header_problems(path, wav, sources, utts=None):
+    """One-line problems of the sources that disagree with their mixture, read from file headers only.
+
+    Args:
+        path: the data dir (named in the messages). wav: ``{utt: mixture spec}``.
+        sources: ``{source name: {utt: spec}}``. utts: the utterances to check (default: all of ``wav``).
+    Returns:
+        ``["<path>/<source>.scp: utterance <utt>: <spec> is R Hz / N samples, the mixture <spec> ..."]``:
+        a sample rate other than the mixture's, or a length that differs from the mixture's by more than
+        :data:`LENGTH_TOLERANCE`; unreadable files too. ``[]`` when they agree.
+    """
+    from sepkit.audio import AudioError
+
+    path = Path(path)
+    problems = []
+    for utt in (utts if utts is not None else sorted(wav, key=sort_key)):
+        try:
+            rate, frames = spec_header(wav[utt])
+        except AudioError as exc:
+            problems.append(f"{path / 'wav.scp'}: utterance {utt}: {exc}")
+            continue
+        for name, table in sources.items():
+            where = f"{path / (name + '.scp')}: utterance {utt}: {table[utt]}"
+            try:
+                s_rate, s_frames = spec_header(table[utt])
+            except AudioError as exc:
+                problems.append(f"{path / (name + '.scp')}: utterance {utt}: {exc}")
+                continue
+            if s_rate != rate:
+                problems.append(f"{where} is {s_rate} Hz, the mixture {wav[utt]} {rate} Hz")
+            elif abs(s_frames - frames) > LENGTH_TOLERANCE * frames:
+                problems.append(f"{where} has {s_frames} samples, the mixture {wav[utt]} {frames} "
+                                f"(at {rate} Hz; they must agree within {LENGTH_TOLERANCE:.0%})")
     return problems
 
 
