@@ -5,9 +5,10 @@ Usage::
     python -m sepkit.bin.score [--nj 2] [--bss true] [--sample-rate 0] [--channels mono] [--overwrite]
         data/test_remix exp/<tag>/separate_test_remix_mi exp/<tag>/score_test_remix_mi
 
-DATA is the reference data dir (``wav.scp`` = mixture, ``<source>.scp`` per line of ``sources``);
-SEPDIR holds the estimates as ``<source>.scp`` with the same utt ids (what
-``python -m sepkit.bin.separate_data`` writes). Mixture, references and estimates are made mono
+DATA is the reference data dir (``wav.scp`` = mixture, ``<source>.scp`` per line of ``sources``, any
+number of sources); SEPDIR holds the estimates as ``<source>.scp`` with the same utt ids (what
+``python -m sepkit.bin.separate_data`` writes). A SEPDIR whose ``sources`` file lists other sources
+than DATA's (a separation by a model of other stems) is refused in one line naming both files. Mixture, references and estimates are made mono
 (mean of channels: ``--channels mono``, the default, as in the paper and MIREX) and estimates are
 resampled to the reference rate; ``--sample-rate`` resamples everything to one rate first (0 = the
 reference's own rate). ``--channels each`` scores stereo (or any multichannel) references as they
@@ -42,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from sepkit.audio import AudioError, atomic_path, resample
-from sepkit.data.datadir import DataDir, DataDirError, load_audio, read_scp
+from sepkit.data.datadir import DataDir, DataDirError, load_audio, read_scp, read_source_list
 from sepkit.metrics import aggregate, best_permutation, score_file
 
 logger = logging.getLogger("sepkit.bin.score")
@@ -204,6 +205,32 @@ def per_utt_csv(rows, sources):
     return buf.getvalue()
 
 
+def read_estimates(data, sepdir):
+    """``{source: {utt: estimate spec}}`` of ``sepdir`` for every source and utterance of the data dir ``data``.
+
+    A separation dir that names its sources (``sepdir/sources``, written by ``sepkit.bin.separate_data``)
+    must name those of ``data``, in any order: a model of other sources (2 vs 4 stems) is refused in one line
+    naming both files. Raises :class:`DataDirError`."""
+    sepdir = Path(sepdir)
+    if (sepdir / "sources").is_file():
+        theirs = read_source_list(sepdir / "sources")
+        if sorted(theirs) != sorted(data.sources):
+            raise DataDirError(f"{sepdir / 'sources'}: the estimates are of {' '.join(theirs)}, but "
+                               f"{data.path / 'sources'} lists {' '.join(data.sources)}; score a separation of "
+                               "this data dir by a model of these sources")
+    est_scps = {}
+    for name in data.sources:
+        path = sepdir / f"{name}.scp"
+        if not path.is_file():
+            raise DataDirError(f"{path}: no such file (estimates of source {name!r})")
+        est_scps[name] = read_scp(path)
+        missing = [u for u in data.utts if u not in est_scps[name]]
+        if missing:
+            raise DataDirError(f"{path}: {len(missing)} utterance(s) of {data.path}/wav.scp have no "
+                               f"estimate (e.g. {missing[0]})")
+    return est_scps
+
+
 def _write_text(path, text):
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
@@ -221,16 +248,7 @@ def main(argv=None):
         return 2
     try:
         data = DataDir(args.data)
-        est_scps = {}
-        for name in data.sources:
-            path = Path(args.sepdir) / f"{name}.scp"
-            if not path.is_file():
-                raise DataDirError(f"{path}: no such file (estimates of source {name!r})")
-            est_scps[name] = read_scp(path)
-            missing = [u for u in data.utts if u not in est_scps[name]]
-            if missing:
-                raise DataDirError(f"{path}: {len(missing)} utterance(s) of {data.path}/wav.scp have no "
-                                   f"estimate (e.g. {missing[0]})")
+        est_scps = read_estimates(data, args.sepdir)
     except DataDirError as exc:
         print(f"score: {exc}", file=sys.stderr)
         return 1

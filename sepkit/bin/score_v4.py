@@ -15,7 +15,15 @@ Metric (:mod:`sepkit.metrics_v4`): BSS eval v4 *images* SDR / ISR / SIR / SAR wi
 512-tap distortion filters fitted on the whole track, evaluated on ``--win`` s windows every ``--hop`` s
 (1 / 1), windows with a silent reference or estimate left out; per track the median over windows,
 over the set the median over tracks (``result_v4.json``: ``{"<src>": {"sdr", "isr", "sir", "sar"},
-"n_tracks", "metric"}``). Numbers are directly comparable with museval's ``EvalStore`` medians.
+"n_tracks", "metric"}``), one entry per source of DATA's ``sources`` file, whatever their number.
+Numbers are directly comparable with museval's ``EvalStore`` medians. With two sources or more,
+``result_v4.json`` also holds ``"mean over sources"``: each metric's mean over the sources of those
+medians (SiSEC 2018's one-figure summary of a 4-stem system; ``null`` when a source's median is
+undefined). The key holds spaces, so no source can take it.
+
+The estimates in SEPDIR must be of DATA's sources: when SEPDIR has a ``sources`` file (every
+separation of ``sepkit.bin.separate_data`` has) that lists other sources, scoring is refused in one
+line naming both files, before anything is written.
 """
 import argparse
 import csv
@@ -30,13 +38,14 @@ from pathlib import Path
 import numpy as np
 
 from sepkit.audio import AudioError, atomic_path, resample
-from sepkit.bin.score import str2bool
-from sepkit.data.datadir import DataDir, DataDirError, load_audio, read_scp
+from sepkit.bin.score import read_estimates, str2bool
+from sepkit.data.datadir import DataDir, DataDirError, load_audio
 from sepkit.metrics_v4 import METRICS_V4, aggregate_v4, bss_eval_v4, track_medians
 
 logger = logging.getLogger("sepkit.bin.score_v4")
 
 METRIC_NAME = "BSS eval v4 images, 1 s windows and hops, median over frames then median over tracks"
+MEAN_KEY = "mean over sources"  # result_v4.json: SiSEC mean over the sources (spaces: never a source name)
 
 
 def get_parser():
@@ -109,6 +118,9 @@ def summarize_v4(tracks, sources):
     """result_v4.json content from ``[(utt, v4_track dict)]``."""
     agg = aggregate_v4([{m: np.asarray(t[m], dtype=np.float64) for m in METRICS_V4} for _, t in tracks])
     out = {name: {m: _num(agg[m][c]) for m in METRICS_V4} for c, name in enumerate(sources)}
+    if len(sources) > 1:
+        out[MEAN_KEY] = {m: (None if any(out[s][m] is None for s in sources)
+                             else _num(np.mean([out[s][m] for s in sources]))) for m in METRICS_V4}
     out["n_tracks"] = len(tracks)
     out["metric"] = METRIC_NAME
     return out
@@ -141,11 +153,19 @@ def _limit_threads():
         pass
 
 
+_SHORT = {"vocals": "V", "accompaniment": "M"}  # column letters of the 2-source tables (V, M = music)
+_COLS = ("sdr", "sir", "sar", "isr")
+
+
+def _source_names(result):
+    return [k for k, v in result.items() if k != MEAN_KEY and isinstance(v, dict)]
+
+
 def show(expdirs, out):
-    """Print (and optionally write) a Markdown table of every ``<EXPDIR>/<tag>/score_<set>_<head>/result_v4.json``."""
-    lines = ["| exp | set | head | SDR V | SIR V | SAR V | ISR V | SDR M | SIR M | SAR M | ISR M | tracks |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    found = 0
+    """Print (and optionally write) a Markdown table of every ``<EXPDIR>/<tag>/score_<set>_<head>/result_v4.json``:
+    one table per list of sources (2-stem and 4-stem runs apart), SDR / SIR / SAR / ISR per source, then the
+    mean over the sources (SiSEC) where there are several."""
+    tables = {}  # tuple of sources -> rows
     for root in expdirs:
         root = Path(root)
         if not root.is_dir():
@@ -153,21 +173,33 @@ def show(expdirs, out):
         for path in sorted(root.glob("*/score_*/result_v4.json")):
             try:
                 r = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(r, dict):
+                    raise ValueError("not a JSON object")
             except (OSError, ValueError) as exc:
                 raise SystemExit(f"score_v4: {path}: not a readable result_v4.json ({exc})") from None
             body = path.parent.name[len("score_"):]
             test_set, head = body.rsplit("_", 1) if "_" in body else (body, "")
+            sources = tuple(_source_names(r))
             cells = [path.parent.parent.name, test_set, head]
-            for src in ("vocals", "accompaniment"):
-                cells += ["-" if r.get(src, {}).get(m) is None else f"{r[src][m]:.2f}" for m in ("sdr", "sir", "sar", "isr")]
-            lines.append("| " + " | ".join(cells + [str(r.get("n_tracks", "-"))]) + " |")
-            found += 1
-    if not found:
+            for src in sources + ((MEAN_KEY,) if len(sources) > 1 else ()):
+                cells += ["-" if r.get(src, {}).get(m) is None else f"{r[src][m]:.2f}" for m in _COLS]
+            tables.setdefault(sources, []).append("| " + " | ".join(cells + [str(r.get("n_tracks", "-"))]) + " |")
+    if not tables:
         print(f"score_v4: no score_*/result_v4.json under {' '.join(map(str, expdirs))}")
         return 0
-    print("\n".join(lines))
+    lines = []
+    for sources, rows in tables.items():
+        labels = [_SHORT.get(s, s) for s in sources] + (["mean"] if len(sources) > 1 else [])
+        head = ["exp", "set", "head"] + [f"{m.upper()} {label}" for label in labels for m in _COLS] + ["tracks"]
+        if len(tables) > 1:
+            lines += [f"Sources: {', '.join(sources)}", ""]
+        lines += ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)] + rows + [""]
+    print("\n".join(lines).rstrip("\n"))
     if out:
-        _write(Path(out), "# BSS eval v4 (median over 1 s frames, then over tracks; dB)\n\n" + "\n".join(lines) + "\n")
+        legend = ("V = vocals, M = accompaniment; mean = the mean over the sources of their medians (SiSEC 2018's "
+                  "one-figure summary).")
+        _write(Path(out), "# BSS eval v4 (median over 1 s frames, then over tracks; dB)\n\n" + "\n".join(lines)
+               + "\n" + legend + "\n")
     return 0
 
 
@@ -188,16 +220,7 @@ def main(argv=None):
         return 1
     try:
         data = DataDir(data_dir)
-        est_scps = {}
-        for name in data.sources:
-            scp = sepdir / f"{name}.scp"
-            if not scp.is_file():
-                raise DataDirError(f"{scp}: no such file (estimates of source {name!r})")
-            est_scps[name] = read_scp(scp)
-            missing = [u for u in data.utts if u not in est_scps[name]]
-            if missing:
-                raise DataDirError(f"{scp}: {len(missing)} utterance(s) of {data.path}/wav.scp have no estimate "
-                                   f"(e.g. {missing[0]})")
+        est_scps = read_estimates(data, sepdir)
     except DataDirError as exc:
         print(f"score_v4: {exc}", file=sys.stderr)
         return 1

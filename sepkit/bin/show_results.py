@@ -10,7 +10,8 @@ head (``mi`` = mask inference, ``dc`` = deep clustering + k-means), SI-SDRi per 
 of the paper's Tables 2-4: length-weighted mean of the per-file SI-SDR improvement, best
 permutation per file) and BSS eval v3 GNSDR / GSIR / GSAR (MIREX, Table 1), all in dB, computed
 on mono downmixes of the signals (a row scored with ``score --channels each`` says so in its head
-column). ``--out ''`` only prints. A missing EXPDIR is an error; one without results prints nothing for it.
+column). Results of other source lists (a 2-stem and a 4-stem run) get a table each.
+``--out ''`` only prints. A missing EXPDIR is an error; one without results prints nothing for it.
 """
 import argparse
 import json
@@ -33,7 +34,7 @@ All numbers in dB. SI-SDRi: improvement of the scale-invariant SDR of each estim
 mixture, best permutation per file, length-weighted mean over the set (the metric of the paper's
 Tables 2-4). GNSDR / GSIR / GSAR: BSS eval v3 (mir_eval) NSDR / SIR / SAR, length-weighted means
 (MIREX, Table 1). Head: mi = mask-inference head, dc = deep-clustering head + k-means.
-V = vocals, M = accompaniment (music)."""
+V = vocals, M = accompaniment (music); other sources by their names."""
 
 
 def get_parser():
@@ -82,13 +83,25 @@ def _fmt(v):
     return "-" if v is None else f"{float(v):.2f}"
 
 
+def _sources(result):
+    return tuple(name for name in result if name not in _NOT_SOURCES and isinstance(result[name], dict))
+
+
 def table(rows):
-    """Markdown table lines for :func:`collect`'s rows."""
-    sources = []
-    for *_, result in rows:
-        for name in result:
-            if name not in _NOT_SOURCES and isinstance(result[name], dict) and name not in sources:
-                sources.append(name)
+    """Markdown table lines for :func:`collect`'s rows: one table per list of sources (a 2-stem and a
+    4-stem run of one recipe apart, each under a ``Sources:`` line when there are several)."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(_sources(row[3]), []).append(row)
+    lines = []
+    for sources, members in groups.items():
+        if len(groups) > 1:
+            lines += (["", ""] if lines else []) + [f"Sources: {', '.join(sources)}", ""]
+        lines += _table(members, sources)
+    return lines
+
+
+def _table(rows, sources):
     header = ["exp", "set", "head"]
     for key, label in _METRICS:
         header += [f"{label} {_SHORT.get(s, s)}" for s in sources]
