@@ -215,11 +215,6 @@ def _run(args):
         if name in ("", ".", "..") or "/" in name or "\0" in name:
             raise FileError(f"{label}: {name!r} cannot name an output folder (--name)")
         check_outdir(outdir)
-        remove_stale_temporaries(outdir)
-        dest = outdir / name
-        problem = existing_output_problem(dest, args.overwrite)
-        if problem:
-            raise FileError(f"{label}: output {problem}")
         sep = load_separator(argparse.Namespace(
             model=args.model, device=args.device, dtype=args.dtype, segment=None, overlap=0.0, batch_size=1,
             dc_memory_mb=0, residual=args.residual, no_progress=True, misi=0, backend="torch", onnx=None,
@@ -228,6 +223,11 @@ def _run(args):
             sep.online(sep.sample_rate, 1, args.head)  # refused now (a BLSTM, a DC head without centres), before any output
         except SeparationError as exc:
             raise FileError(f"{args.model}: {exc}") from None
+        remove_stale_temporaries(outdir)
+        dest = outdir / name
+        problem = existing_output_problem(dest, args.overwrite)
+        if problem:
+            raise FileError(f"{label}: output {problem}")
         blocks, rate, channels, label, raw_dtype = _input(args)
         report = write_outputs(dest, lambda tmp: stream(sep, blocks, rate, channels, Path(tmp), args,
                                                            raw_dtype if args.raw_out else None), args.overwrite)
