@@ -473,37 +473,49 @@ class Separator:
         """
         T, F = mel.shape
         D, k = self.model.emb_dim, self.n_clusters
-        active = (mel > self._silence_threshold(mel.max())).reshape(-1)  # (T*F,)
-        sample = active.nonzero().squeeze(1)
-        if sample.numel() < k:
-            sample = torch.arange(T * F, device=mel.device)
-        sample = sample[subsample_bins(sample, self.kmeans_points, self.seed)]  # sorted
-        sample_host = sample.cpu().numpy()
-        one_pass = T * F * D * 4 <= self.dc_memory_bytes
-        store = torch.empty(T, F, D, device=mel.device) if one_pass else None
-        points = None if one_pass else torch.empty(sample.numel(), D, device=mel.device)
-        for starts, owned, _, emb in self._segment_batches(feats, "dc", "separate (dc)" + ("" if one_pass else " 1/2")):
-            for i, (s, (a, b)) in enumerate(zip(starts, owned)):
-                if one_pass:
+        if T * F * D * 4 <= self.dc_memory_bytes:  # one pass: every embedding held
+            store = torch.empty(T, F, D, device=mel.device)
+            for starts, owned, _, emb in self._segment_batches(feats, "dc", "separate (dc)"):
+                for i, (s, (a, b)) in enumerate(zip(starts, owned)):
                     store[a:b] = emb[i, a - s:b - s]
-                else:  # keep only the subsampled bins of the owned frames
+            centers, active = self._dc_fit_held(store, mel)
+            labels = torch.cat([_nearest(store[a:a + BLOCK_FRAMES], centers) for a in range(0, T, BLOCK_FRAMES)])
+        else:  # two passes: the subsample's embeddings, k-means, then the network again for the labels
+            active = mel > self._silence_threshold(mel.max())  # (T, F)
+            sample = self._dc_sample(active)
+            sample_host = sample.cpu().numpy()
+            points = torch.empty(sample.numel(), D, device=mel.device)
+            for starts, owned, _, emb in self._segment_batches(feats, "dc", "separate (dc) 1/2"):
+                for i, (s, (a, b)) in enumerate(zip(starts, owned)):  # keep only the subsampled bins of owned frames
                     lo, hi = np.searchsorted(sample_host, [a * F, b * F])
                     points[lo:hi] = emb[i, a - s:b - s].reshape(-1, D)[sample[lo:hi] - a * F]
-        if one_pass:
-            points = store.reshape(-1, D)[sample]
-        if not bool(torch.isfinite(points).all()):
-            raise SeparationError("the model produced NaN or infinite embeddings")
-        centers = kmeans(points, k, n_init=self.kmeans_n_init, seed=self.seed).centers  # (k, D)
-        labels = torch.empty(T, F, dtype=torch.long, device=mel.device)
-        if one_pass:
-            for a in range(0, T, BLOCK_FRAMES):
-                labels[a:a + BLOCK_FRAMES] = _nearest(store[a:a + BLOCK_FRAMES], centers)
-        else:
+            centers = self._dc_kmeans(points)
+            labels = torch.empty(T, F, dtype=torch.long, device=mel.device)
             for starts, owned, _, emb in self._segment_batches(feats, "dc", "separate (dc) 2/2"):
                 for i, (s, (a, b)) in enumerate(zip(starts, owned)):
                     labels[a:b] = _nearest(emb[i, a - s:b - s], centers)
-        order = self._cluster_order(*self._low_occupancy(labels, active.reshape(T, F)))
+        order = self._cluster_order(*self._low_occupancy(labels, active))
         return torch.stack([labels == c for c in order], dim=-1).float()  # (T, F, C) in source order
+
+    def _dc_sample(self, active):
+        """The k-means subsample: sorted indices of at most ``kmeans_points`` of the non-silent bins ``active``
+        ``(T, F)`` (of all bins when fewer than k are non-silent), :func:`subsample_bins`."""
+        sample = active.reshape(-1).nonzero().squeeze(1)
+        if sample.numel() < self.n_clusters:
+            sample = torch.arange(active.numel(), device=active.device)
+        return sample[subsample_bins(sample, self.kmeans_points, self.seed)]
+
+    def _dc_kmeans(self, points):
+        """Centres ``(k, D)`` of k-means on the subsample's embeddings ``points`` ``(M, D)``."""
+        if not bool(torch.isfinite(points).all()):
+            raise SeparationError("the model produced NaN or infinite embeddings")
+        return kmeans(points, self.n_clusters, n_init=self.kmeans_n_init, seed=self.seed).centers
+
+    def _dc_fit_held(self, store, mel):
+        """k-means on the embeddings of the whole signal held in ``store`` ``(T, F, D)``; ``mel`` ``(T, F)``, the
+        mixture's magnitudes on the mask bins -> ``(centres (k, D), non-silent bins (T, F))``."""
+        active = mel > self._silence_threshold(mel.max())
+        return self._dc_kmeans(store.reshape(-1, store.shape[-1])[self._dc_sample(active)]), active
 
     def _silence_threshold(self, peak):
         """Mel magnitudes at or below this are silent (DC): ``silence_db`` below the file's peak."""

@@ -10,8 +10,11 @@ renamed onto the outputs at the end). Only a sliding window of a few blocks is h
 frames, one batch of segments and the inverse STFT's margin), and the outputs equal those of
 :meth:`Separator.separate` on the whole waveform (tests/test_separate_stream.py).
 
-Passes over the file: the MI head needs one. The DC head needs one k-means over the whole file,
-so it reads the file three times: (0) the mel spectrogram only, for the file's peak, which defines
+Passes over the file: the MI head needs one. The DC head needs one k-means over the whole file. When
+the file's embeddings ``(T, F, D)``, mask-bin magnitudes and model-rate samples fit in ``dc_memory_mb``
+(60 s of the paper's features with D = 20: ~95 MB; the default 512 MB holds ~5 min), they are held and the
+file is read and the network run once (k-means on the same subsample, then labels and outputs from what is
+held). Longer files keep memory bounded and read the file three times: (0) the mel spectrogram only, for the file's peak, which defines
 the silent bins (``silence_db`` below it); (1) the network, keeping the embeddings of at most
 ``kmeans_points`` non-silent bins, those with the smallest values of a hash of their index
 (:func:`sepkit.blockwise.subsample_bins`: a uniform random subset, fixed by ``seed``, that does not depend on how
@@ -29,6 +32,7 @@ masks come from the persistent centres of :mod:`sepkit.engine` (no k-means, no n
 import errno
 import os
 import shutil
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -260,7 +264,7 @@ def separate_file(sep, in_path, out_paths, head, block_seconds=10.0, subtype=Non
         raise SeparationError("the outputs of the DC head must all have one format (wav, flac or ogg)")
     with torch.inference_mode():
         if head == "dc" and not sep.causal:
-            centers, threshold = _fit_centers(sep, plan)
+            centers, threshold, held = _fit_centers(sep, plan)
         n_est = sep.n_clusters if named else S - int(sep.residual)
         targets = [lambda E, wav, c=c: E[c] for c in range(n_est)]
         if sep.residual:  # the last source is the input minus the other estimates
@@ -270,8 +274,11 @@ def separate_file(sep, in_path, out_paths, head, block_seconds=10.0, subtype=Non
         out = _Outputs(sep, plan, n_est, targets, paths, fmt, subtype, sep.residual)
         try:
             run = _Pass(sep, plan, head, f"separate ({head})" + (" 2/2" if head == "dc" else ""), reconstructs=True)
-            masks = run.causal_masks() if sep.causal else run.mi_masks() if head == "mi" else run.dc_masks(
-                centers, threshold)
+            if head == "dc" and not sep.causal and held is not None:
+                masks = _held_dc_masks(sep, run, centers, *held)
+            else:
+                masks = run.causal_masks() if sep.causal else run.mi_masks() if head == "mi" else run.dc_masks(
+                    centers, threshold)
             run.reconstruct(masks, n_est, out)
             chosen = list(range(S))
             if named:
@@ -285,8 +292,17 @@ def separate_file(sep, in_path, out_paths, head, block_seconds=10.0, subtype=Non
 
 
 def _fit_centers(sep, plan):
-    """DC passes 0 and 1: the file's mel peak, then k-means on the subsample of its non-silent bins."""
+    """DC: ``(centres, silence threshold, held)``; ``held`` is what :func:`_fit_held` keeps, else None.
+
+    When the file's embeddings, magnitudes and model-rate samples fit in ``dc_memory_mb`` (as the in-memory
+    path, which holds the embeddings below that size): one pass (:func:`_fit_held`). Else passes 0 and 1:
+    the file's mel peak, then k-means on the subsample of its non-silent bins (pass 2 runs the network again).
+    """
     from sepkit.cluster import kmeans
+
+    F, D = sep.model.n_freq, sep.model.emb_dim
+    if plan.T * F * (D + 1) * 4 + plan.channels * plan.nm * 4 <= sep.dc_memory_bytes:
+        return _fit_held(sep, plan)
     scan = _Pass(sep, plan)  # pass 0: mel only
     peak = torch.zeros((), device=sep.device)
     for a in range(0, plan.T, sep.block_frames):
@@ -308,4 +324,35 @@ def _fit_centers(sep, plan):
     idx, points = (active if n_active >= k else every).result()
     if not bool(torch.isfinite(points).all()):
         raise SeparationError("the model produced NaN or infinite embeddings")
-    return kmeans(points, k, n_init=sep.kmeans_n_init, seed=sep.seed).centers, threshold
+    return kmeans(points, k, n_init=sep.kmeans_n_init, seed=sep.seed).centers, threshold, None
+
+
+def _fit_held(sep, plan):
+    """DC in one network pass: the file read once, every embedding ``(T, F, D)``, the magnitudes on the mask
+    bins ``(T, F)`` and the model-rate sample blocks held; k-means on the in-memory path's subsample
+    (:meth:`Separator._dc_fit_held`). Returns ``(centres, threshold, (embeddings, non-silent bins, samples))``."""
+    F, D = sep.model.n_freq, sep.model.emb_dim
+    run = _Pass(sep, plan, "dc", "separate (dc) 1/2")
+    samples, push = deque(), run.push
+    run.push = lambda y: (samples.append(y), push(y))  # what the reconstruction reads again, without the file
+    store = torch.empty(plan.T, F, D, device=sep.device)
+    mel = torch.empty(plan.T, F, device=sep.device)
+    for i, j, _, emb in run.batches():
+        for a, b, e in run.owned(i, j, emb):
+            store[a:b], mel[a:b] = e, run.mel.get(a, b)
+    centers, active = sep._dc_fit_held(store, mel)
+    return centers, sep._silence_threshold(mel.max()), (store, active, samples)
+
+
+def _held_dc_masks(sep, run, centers, store, active, samples):
+    """Pass 2 of :func:`_fit_held`: one-hot masks in cluster order from the held embeddings, block by block,
+    into ``run.masks`` (the samples from ``samples``, not the file); sets ``run.occupancy``."""
+    run.feed = lambda: run.push(samples.popleft())
+    occ = [0, 0]
+    for a in range(0, store.shape[0], sep.block_frames):
+        b = min(a + sep.block_frames, store.shape[0])
+        labels = nearest(store[a:b], centers)
+        occ = [o + n for o, n in zip(occ, sep._low_occupancy(labels, active[a:b]))]
+        run.masks.append(torch.nn.functional.one_hot(labels, sep.n_clusters).float())
+        yield
+    run.occupancy = occ

@@ -8,7 +8,7 @@ import torch
 
 from sepkit import Separator
 from sepkit.audio import AudioError
-from sepkit.blockwise import BinSubsample, Window, subsample_bins
+from sepkit.blockwise import AudioReader, BinSubsample, Window, subsample_bins
 from test_separate import tiny_model_dict
 
 
@@ -59,6 +59,28 @@ def test_options_and_source_orders(tmp_path, kw, sources):
     for head in ("mi", "dc"):
         assert_same(streamed(sep, tmp_path / "a.wav", tmp_path, head, block_seconds=3.1),
                     {s: y[None] for s, y in sep.separate(wav[0], 48000, head=head).items()})
+
+
+def test_dc_one_pass_when_embeddings_fit_else_three(tmp_path, monkeypatch):
+    """DC reads the file (and runs the network) once when its embeddings, magnitudes and samples fit in
+    dc_memory_mb, else three times with a bounded memory; both equal the in-memory path."""
+    reads = []
+    real_blocks = AudioReader.blocks
+
+    def blocks(self, n):  # counts the reads that start
+        for i, block in enumerate(real_blocks(self, n)):
+            if i == 0:
+                reads.append(n)
+            yield block
+
+    monkeypatch.setattr(AudioReader, "blocks", blocks)
+    wav = write_noise(tmp_path / "a.wav", 2, 8, 22050, seed=2)
+    for memory_mb, n_reads in ((64, 1), (0.1, 3)):
+        sep = Separator(tiny_model_dict(), dtype="float32", block_frames=700, dc_memory_mb=memory_mb)
+        reads.clear()
+        got = streamed(sep, tmp_path / "a.wav", tmp_path, "dc", block_seconds=3.1, overwrite=True)
+        assert len(reads) == n_reads, (memory_mb, reads)
+        assert_same(got, sep.separate(wav, 22050, head="dc"))
 
 
 def test_held_windows_do_not_grow_with_length(tmp_path, monkeypatch):
