@@ -178,6 +178,29 @@ _KEYS = [
     ("data", "num_workers", _nonneg_int, 2, "DataLoader worker processes per training process"),
     ("data", "pin_memory", str2bool, True, "pinned host memory for batches (used on CUDA only)"),
     ("data", "prefetch_factor", _positive_int, 4, "batches each worker loads ahead"),
+    ("data", "dynamic_mix", str2bool, False,
+     "dynamic mixing (sepkit.data.dynamic_mix, docs/data.md): every training example is mixed on the fly from "
+     "stems of the data dir's tracks (dm_data): per source a random track and offset, a random gain and channel "
+     "swap; the mixture is the SUM of the drawn stems, not an official mix. Example i of epoch e depends on "
+     "(seed, e, i) only. The features and CMVN are the training dump's; validation stays on valid_dump. "
+     "false = training segments of train_dump"),
+    ("data", "dm_data", optional(str), None,
+     "dynamic mixing: data dir of the training tracks (data/<training set>); none = the data dir the training "
+     "dump was computed from (its .sepkit_dump record)"),
+    ("data", "dm_examples_per_epoch", optional(_positive_int), None,
+     "dynamic mixing: examples per epoch; none = steps_per_epoch x batch_size when steps_per_epoch is set, "
+     "else as many as the training dump's segments"),
+    ("data", "dm_gain_min", _positive_float, 0.25, "dynamic mixing: lowest random gain of a stem (open-unmix: 0.25)"),
+    ("data", "dm_gain_max", _positive_float, 1.25, "dynamic mixing: highest random gain of a stem (open-unmix: 1.25)"),
+    ("data", "dm_swap_prob", _unit_float, 0.5,
+     "dynamic mixing: probability of swapping the channels of a stereo stem (before the mono downmix of the "
+     "features, which the swap does not change)"),
+    ("data", "dm_same_track_prob", _unit_float, 0.0,
+     "dynamic mixing: probability that one track gives every source of an example, at one offset (a coherent "
+     "excerpt); otherwise each source has its own track (different ones when there are enough) and offset"),
+    ("data", "dm_cache_mb", _nonneg_int, 1024,
+     "dynamic mixing: keep the stems, resampled to the model's rate, in memory when they fit in this many MiB "
+     "(per training process); otherwise every segment is read from disk (partial reads); 0 = always from disk"),
     ("runtime", "seed", int, 0, "random seed: weights, data order (a function of seed and epoch), dropout"),
     ("runtime", "keep_last_n", _positive_int, 3, "resume checkpoints kept (checkpoints/ckpt-epoch<N>.pt)"),
     ("runtime", "log_interval", _positive_int, 50, "steps between train.log lines and TensorBoard scalars"),
@@ -374,6 +397,8 @@ def check_config(conf):
                               f"epochs x steps_per_epoch = {conf['epochs'] * conf['steps_per_epoch']} to decay over")
     elif conf.get("warmup_steps", 0):
         raise ConfigError("warmup_steps needs lr_schedule cosine (plateau has no warm-up)")
+    if conf.get("dm_gain_min", 0.25) > conf.get("dm_gain_max", 1.25):
+        raise ConfigError(f"dm_gain_min {conf['dm_gain_min']} is above dm_gain_max {conf['dm_gain_max']}")
     stages = parse_curriculum(conf["curriculum"])
     if stages is not None and stages[-1][1] is None:
         if sum(e for _, e in stages[:-1]) >= conf["epochs"]:

@@ -179,7 +179,12 @@ class Trainer:
         valid_frames = conf["valid_segment_frames"] or self.stages[-1][0]
         _check_dump(conf, train_dump)
         kw = dict(seed=conf["seed"], mask_bins=conf["mask_bins"])
-        self.train_set = SegmentDataset(train_dump, self.stages[0][0], self.cmvn, train=True, **kw)
+        if conf.get("dynamic_mix"):  # examples mixed on the fly from the tracks' stems (docs/data.md)
+            from sepkit.data.dynamic_mix import from_config
+
+            self.train_set = from_config(conf, train_dump, self.stages[0][0], self.cmvn)
+        else:
+            self.train_set = SegmentDataset(train_dump, self.stages[0][0], self.cmvn, train=True, **kw)
         self.valid_set = SegmentDataset(valid_dump, valid_frames, self.cmvn, train=False, **kw)
         if len(self.valid_set) == 0:
             raise SystemExit(f"{valid_dump.path}: no validation segments")
