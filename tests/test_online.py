@@ -235,6 +235,8 @@ def test_models_and_options_that_cannot_run_online(model):
     with pytest.raises(SeparationError, match="dc_centers"):
         Separator(no_centres, dtype="float32").online(SR, 1, "dc")
     Separator(no_centres, dtype="float32").online(SR, 1, "mi")  # the MI head needs none
+    with pytest.raises(SeparationError, match="dc_centers"):  # offline too: no k-means fallback
+        Separator(no_centres, dtype="float32").separate(song(0.5, 1, SR), SR, head="dc")
     with pytest.raises(SeparationError, match="MISI"):
         Separator(model, dtype="float32", misi_iters=2).online(SR, 1)
     for rate, chans in [(0, 1), (16000.5, 1), (SR, 0), (SR, True)]:
