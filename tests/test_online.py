@@ -357,3 +357,23 @@ def test_cli_errors_are_one_line_and_leave_nothing(model_file, tmp_path, cli):
     assert sorted(p.name for p in out.iterdir()) == ["mine", "stdin"]
     assert sorted(p.name for p in (out / "stdin").iterdir()) == [".sepkit-separate.json", "accompaniment.wav",
                                                                   "vocals.wav"]
+
+
+def test_cli_interrupted_leaves_nothing(model_file, tmp_path, cli, monkeypatch):
+    """Ctrl-C mid-stream: one line, status 130, no output folder and no temporary one."""
+    from sepkit.online import OnlineSeparator
+
+    real, calls = OnlineSeparator.process, []
+
+    def process(self, block, sample_rate=None):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(self, block, sample_rate)
+
+    monkeypatch.setattr(OnlineSeparator, "process", process)
+    pcm = (np.random.default_rng(0).standard_normal(16000) * 0.1).astype("<f4")
+    rc, _, err = cli("--raw-rate", SR, "--raw-channels", 1, "--raw-format", "f32le", "--model", model_file,
+                     "--outdir", tmp_path / "out", "-", stdin=pcm.tobytes())
+    assert rc == 130 and "stdin: stopped by signal 2; no output was left" in err and err.count("\n") == 1
+    assert len(calls) == 5 and not (tmp_path / "out").exists()  # made for this output, removed with it

@@ -23,6 +23,8 @@ when the stream ends (nothing is left if it fails or is interrupted); an existin
 only with ``--overwrite`` and only when it is one of these tools' outputs. Errors are one line naming
 the input (or the model) and the problem, exit status 1 (2 for bad options): a non-causal model,
 NaN/inf samples, a truncated raw stream (bytes that are not whole sample frames), unreadable audio.
+A live stream ends when its input does (the recorder stops, the pipe closes); Ctrl-C, SIGTERM or SIGHUP
+stop the tool without output.
 """
 import argparse
 import json
@@ -188,9 +190,11 @@ def main(argv=None):
     except BaseException as exc:
         from sepkit.bin.separate import Stopped
 
-        if isinstance(exc, Stopped):
-            error(f"{args.input}: stopped by signal {exc.args[0]}; no output was left")
-            return 128 + exc.args[0]
+        if isinstance(exc, (Stopped, KeyboardInterrupt)):  # write_outputs has removed the partial folder
+            sig = exc.args[0] if isinstance(exc, Stopped) else 2
+            error(f"{'stdin' if args.input == '-' else args.input}: stopped by signal {sig}; no output was left "
+                  "(a live stream ends when its input ends: close the pipe, e.g. stop the recorder)")
+            return 128 + sig
         raise
     finally:
         import signal
