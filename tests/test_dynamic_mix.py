@@ -231,6 +231,15 @@ def test_bad_inputs_are_one_line_errors_naming_the_file(tmp_path, conf):
     data = write_tracks(tmp_path / "d", n_tracks=2, odd=(0, "drums", RATE, 100))
     with pytest.raises(DynamicMixError, match=r"drums\.scp: utterance track0: .*track0/drums\.wav has 100 samples"):
         dataset(data, conf)
+    data = write_tracks(tmp_path / "f", n_tracks=2)
+    mono = tmp_path / "f" / "mono.wav"
+    sf.write(mono, np.zeros(int(RATE * 0.9), dtype=np.float32), RATE)
+    table = (data / "drums.scp").read_text().splitlines()
+    utt, path = table[0].split(" ", 1)
+    table[0] = f'{utt} {{"sum": ["{path}", "{mono}"]}}'
+    (data / "drums.scp").write_text("\n".join(table) + "\n")
+    with pytest.raises(DynamicMixError, match=r"drums\.scp: utterance track0: cannot sum .*drums\.wav 2 ch, .*mono\.wav 1 ch"):
+        dataset(data, conf, cache_mb=0)
     with pytest.raises(DynamicMixError, match="gain_min"):
         dataset(write_tracks(tmp_path / "e", n_tracks=2), conf, gain_min=1.5, gain_max=1.0)
 

@@ -66,7 +66,14 @@ def _node_shape(node):
 
     rate, frames = spec_header(node)
     if "sum" in node:
-        return rate, frames, _node_shape(node["sum"][0])[2]
+        chans = [_node_shape(item)[2] for item in node["sum"]]
+        if len(set(chans)) > 1:
+            from sepkit.audio import AudioError
+            from sepkit.data.audiospec import spec_files
+
+            detail = ", ".join(f"{'+'.join(spec_files(item))} {c} ch" for item, c in zip(node["sum"], chans))
+            raise AudioError(f"cannot sum [{detail}]: channel counts differ")
+        return rate, frames, chans[0]
     if node["channel"] is not None:
         return rate, frames, 1
     return rate, frames, int(sf.info(node["path"]).channels)
@@ -125,6 +132,7 @@ class DynamicMixDataset(torch.utils.data.Dataset):
     def __init__(self, data, sources, feat_conf, segment_frames, examples, cmvn=None, seed=0, gain_min=0.25,
                  gain_max=1.25, swap_prob=0.5, same_track_prob=0.0, cache_mb=1024, mask_bins=None,
                  silence_dbfs=SILENT_DBFS, dump=None):
+        from sepkit.audio import AudioError
         from sepkit.data.audiospec import parse_spec
         from sepkit.data.datadir import DataDir, DataDirError, header_problems
 
@@ -163,7 +171,10 @@ class DynamicMixDataset(torch.utils.data.Dataset):
             specs, rates, lengths, chans = [], [], [], []
             for utt in self.tracks:
                 node = parse_spec(tables[s][utt])
-                rate, frames, ch = _node_shape(node)
+                try:
+                    rate, frames, ch = _node_shape(node)
+                except AudioError as exc:
+                    raise DynamicMixError(f"{self.data.path / (s + '.scp')}: utterance {utt}: {exc}") from None
                 specs.append(node)
                 rates.append(rate)
                 lengths.append(int(math.ceil(frames * self.rate / rate)))
