@@ -277,5 +277,6 @@ def causal_masks(sep, feats, bins, head):
     (memory bounded by the chunk), no segments."""
     run = CausalMasks(sep, head)
     T = feats.shape[0]
-    parts = [run.push(feats[a:a + sep.block_frames], bins[a:a + sep.block_frames]) for a in range(0, T, sep.block_frames)]
+    B = sep.block_frames
+    parts = [run.push(feats[a:a + B], bins[a:a + B]) for a in range(0, T, B)]
     return torch.cat(parts + [run.finish()], 0)

@@ -231,7 +231,8 @@ class OnlineSeparator:
             self.done = s1
             eng.drop_synthesised(s1)
         if self.res_out is not None:
-            est = np.stack([s.resample_chunk(np.ascontiguousarray(row), last=last) for s, row in zip(self.res_out, est)])
+            est = np.stack([s.resample_chunk(np.ascontiguousarray(row), last=last)
+                            for s, row in zip(self.res_out, est)])
         if not np.isfinite(est).all():
             raise SeparationError("the model produced NaN or infinite samples")
         self.out.append(est.reshape(self.n_est, self.channels, -1))

@@ -292,6 +292,7 @@ def test_cli_file_and_raw_stdin_equal_offline(model_file, tmp_path, cli):
     import json
     import os
     import subprocess
+    import sys
 
     import soundfile as sf
 
@@ -314,7 +315,7 @@ def test_cli_file_and_raw_stdin_equal_offline(model_file, tmp_path, cli):
     r = subprocess.run(["sepkit-stream", "--model", model_file, "--outdir", tmp_path / "out", "--raw-rate", "22050",
                         "--raw-channels", "2", "--raw-format", "s16le", "--raw-out", "--name", "live", "-"],
                        input=pcm.T.tobytes(), capture_output=True,
-                       env={**os.environ, "PATH": f"{os.path.dirname(__import__('sys').executable)}:{os.environ['PATH']}"})
+                       env={**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"})
     assert r.returncode == 0, r.stderr
     assert "real-time factor" in r.stderr.decode() and "algorithmic latency" in r.stderr.decode()
     ref = sep.separate(pcm.astype(np.float32) / 32768, 22050)

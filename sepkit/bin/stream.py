@@ -224,7 +224,7 @@ def _run(args):
             dc_memory_mb=0, residual=args.residual, no_progress=True, misi=0, backend="torch", onnx=None,
             num_threads=args.num_threads, head=args.head))
         try:
-            sep.online(sep.sample_rate, 1, args.head)  # refused now (a BLSTM, a DC head without centres), before any output
+            sep.online(sep.sample_rate, 1, args.head)  # refused now (a BLSTM, no DC centres), before any output
         except SeparationError as exc:
             raise FileError(f"{args.model}: {exc}") from None
         remove_stale_temporaries(outdir)
