@@ -158,7 +158,7 @@ def profile(sep, path, outdir, head, label):
     import soundfile as sf
 
     import sepkit.blockwise as bw
-    import sepkit.cluster as cl
+    import sepkit.separate as sp
     import sepkit.stream as st
     from sepkit.frontend import Frontend
     from sepkit.separate import Separator
@@ -180,7 +180,10 @@ def profile(sep, path, outdir, head, label):
         p.wrap(getattr(sep.model, f"{h}_head"), "forward", f"network: {h.upper()} head")
     p.wrap(Separator, "_crossfade_add", "MI cross-fade")
     p.wrap(st, "nearest", "DC nearest centre")
-    p.wrap(cl, "kmeans", "DC k-means")
+    p.wrap(st, "_fit_held", "DC held embeddings: other")
+    p.wrap(sp, "kmeans", "DC k-means")
+    p.wrap(Separator, "_dc_sample", "DC subsample")
+    p.wrap(Separator, "_dc_fit_held", "DC held embeddings: other")
     p.wrap(bw.BinSubsample, "add", "DC subsample")
     p.wrap(bw.BinSubsample, "result", "DC subsample")
     p.wrap(Separator, "_low_occupancy", "DC naming counts")

@@ -70,7 +70,7 @@ DEFAULT_OVERLAP = 0.0
 DEFAULT_BATCH = 32  # segments per network call
 KMEANS_POINTS = 200_000  # bins in the k-means subsample
 DC_MEMORY_MB = 512  # keep all DC embeddings below this size, else run the network twice
-BLOCK_FRAMES = 4096  # frames per STFT / inverse-STFT block
+BLOCK_FRAMES = 1024  # frames per STFT / inverse-STFT block (4096: ~2x the time of the iSTFT, arrays > 32 MB page fault)
 BACKENDS = ("torch", "onnxruntime")  # what runs the network (sepkit.onnx_backend for onnxruntime)
 
 
@@ -473,22 +473,21 @@ class Separator:
         """
         T, F = mel.shape
         D, k = self.model.emb_dim, self.n_clusters
-        if T * F * D * 4 <= self.dc_memory_bytes:  # one pass: every embedding held
-            store = torch.empty(T, F, D, device=mel.device)
-            for starts, owned, _, emb in self._segment_batches(feats, "dc", "separate (dc)"):
-                for i, (s, (a, b)) in enumerate(zip(starts, owned)):
-                    store[a:b] = emb[i, a - s:b - s]
-            centers, active = self._dc_fit_held(store, mel)
-            labels = torch.cat([_nearest(store[a:a + BLOCK_FRAMES], centers) for a in range(0, T, BLOCK_FRAMES)])
+        starts, _, L = plan_segments(T, self.segment_frames, self.overlap)
+        if len(starts) * L * F * D * 4 <= self.dc_memory_bytes:  # one pass: the network's outputs held (segments)
+            held = [(a, b, emb[i, a - s:b - s]) for starts, owned, _, emb in self._segment_batches(feats, "dc", "separate (dc)")
+                    for i, (s, (a, b)) in enumerate(zip(starts, owned))]
+            centers, active = self._dc_fit_held(held, mel)
+            labels = torch.cat([_nearest(e, centers) for _, _, e in held])
+            del held
         else:  # two passes: the subsample's embeddings, k-means, then the network again for the labels
             active = mel > self._silence_threshold(mel.max())  # (T, F)
             sample = self._dc_sample(active)
             sample_host = sample.cpu().numpy()
             points = torch.empty(sample.numel(), D, device=mel.device)
             for starts, owned, _, emb in self._segment_batches(feats, "dc", "separate (dc) 1/2"):
-                for i, (s, (a, b)) in enumerate(zip(starts, owned)):  # keep only the subsampled bins of owned frames
-                    lo, hi = np.searchsorted(sample_host, [a * F, b * F])
-                    points[lo:hi] = emb[i, a - s:b - s].reshape(-1, D)[sample[lo:hi] - a * F]
+                self._dc_gather([(a, b, emb[i, a - s:b - s]) for i, (s, (a, b)) in enumerate(zip(starts, owned))],
+                                sample, sample_host, points)
             centers = self._dc_kmeans(points)
             labels = torch.empty(T, F, dtype=torch.long, device=mel.device)
             for starts, owned, _, emb in self._segment_batches(feats, "dc", "separate (dc) 2/2"):
@@ -511,11 +510,23 @@ class Separator:
             raise SeparationError("the model produced NaN or infinite embeddings")
         return kmeans(points, self.n_clusters, n_init=self.kmeans_n_init, seed=self.seed).centers
 
-    def _dc_fit_held(self, store, mel):
-        """k-means on the embeddings of the whole signal held in ``store`` ``(T, F, D)``; ``mel`` ``(T, F)``, the
-        mixture's magnitudes on the mask bins -> ``(centres (k, D), non-silent bins (T, F))``."""
+    def _dc_gather(self, pieces, sample, sample_host, points):
+        """Copy the embeddings of the subsample's bins ``sample`` (sorted; ``sample_host`` on the host) that fall in
+        ``pieces`` (``(a, b, embeddings of frames [a, b) (b - a, F, D))``) into their rows of ``points``."""
+        F = self.model.n_freq
+        for a, b, e in pieces:
+            lo, hi = np.searchsorted(sample_host, [a * F, b * F])
+            points[lo:hi] = e.reshape(-1, e.shape[-1])[sample[lo:hi] - a * F]
+        return points
+
+    def _dc_fit_held(self, held, mel):
+        """k-means on the embeddings of the whole signal: ``held`` pieces ``(a, b, (b - a, F, D))`` in frame order
+        (the network's outputs, not copied); ``mel`` ``(T, F)``, the mixture's magnitudes on the mask bins ->
+        ``(centres (k, D), non-silent bins (T, F))``."""
         active = mel > self._silence_threshold(mel.max())
-        return self._dc_kmeans(store.reshape(-1, store.shape[-1])[self._dc_sample(active)]), active
+        sample = self._dc_sample(active)
+        points = torch.empty(sample.numel(), self.model.emb_dim, device=mel.device)
+        return self._dc_kmeans(self._dc_gather(held, sample, sample.cpu().numpy(), points)), active
 
     def _silence_threshold(self, peak):
         """Mel magnitudes at or below this are silent (DC): ``silence_db`` below the file's peak."""

@@ -301,7 +301,7 @@ def _fit_centers(sep, plan):
     from sepkit.cluster import kmeans
 
     F, D = sep.model.n_freq, sep.model.emb_dim
-    if plan.T * F * (D + 1) * 4 + plan.channels * plan.nm * 4 <= sep.dc_memory_bytes:
+    if (len(plan.starts) * plan.L * D + plan.T) * F * 4 + plan.channels * plan.nm * 4 <= sep.dc_memory_bytes:
         return _fit_held(sep, plan)
     scan = _Pass(sep, plan)  # pass 0: mel only
     peak = torch.zeros((), device=sep.device)
@@ -328,30 +328,31 @@ def _fit_centers(sep, plan):
 
 
 def _fit_held(sep, plan):
-    """DC in one network pass: the file read once, every embedding ``(T, F, D)``, the magnitudes on the mask
-    bins ``(T, F)`` and the model-rate sample blocks held; k-means on the in-memory path's subsample
-    (:meth:`Separator._dc_fit_held`). Returns ``(centres, threshold, (embeddings, non-silent bins, samples))``."""
-    F, D = sep.model.n_freq, sep.model.emb_dim
+    """DC in one network pass: the file read once, every embedding (the network's outputs, per segment, not
+    copied), the magnitudes on the mask bins ``(T, F)`` and the model-rate sample blocks held; k-means on the
+    in-memory path's subsample (:meth:`Separator._dc_fit_held`). Returns ``(centres, threshold, (held pieces
+    (a, b, (b - a, F, D)), non-silent bins (T, F), samples))``."""
     run = _Pass(sep, plan, "dc", "separate (dc) 1/2")
     samples, push = deque(), run.push
     run.push = lambda y: (samples.append(y), push(y))  # what the reconstruction reads again, without the file
-    store = torch.empty(plan.T, F, D, device=sep.device)
-    mel = torch.empty(plan.T, F, device=sep.device)
+    mel = torch.empty(plan.T, sep.model.n_freq, device=sep.device)
+    held = []
     for i, j, _, emb in run.batches():
         for a, b, e in run.owned(i, j, emb):
-            store[a:b], mel[a:b] = e, run.mel.get(a, b)
-    centers, active = sep._dc_fit_held(store, mel)
-    return centers, sep._silence_threshold(mel.max()), (store, active, samples)
+            held.append((a, b, e))
+            mel[a:b] = run.mel.get(a, b)
+    centers, active = sep._dc_fit_held(held, mel)
+    return centers, sep._silence_threshold(mel.max()), (held, active, samples)
 
 
-def _held_dc_masks(sep, run, centers, store, active, samples):
-    """Pass 2 of :func:`_fit_held`: one-hot masks in cluster order from the held embeddings, block by block,
+def _held_dc_masks(sep, run, centers, held, active, samples):
+    """Pass 2 of :func:`_fit_held`: one-hot masks in cluster order from the held embeddings, piece by piece,
     into ``run.masks`` (the samples from ``samples``, not the file); sets ``run.occupancy``."""
     run.feed = lambda: run.push(samples.popleft())
     occ = [0, 0]
-    for a in range(0, store.shape[0], sep.block_frames):
-        b = min(a + sep.block_frames, store.shape[0])
-        labels = nearest(store[a:b], centers)
+    while held:
+        a, b, e = held.pop(0)
+        labels = nearest(e, centers)
         occ = [o + n for o, n in zip(occ, sep._low_occupancy(labels, active[a:b]))]
         run.masks.append(torch.nn.functional.one_hot(labels, sep.n_clusters).float())
         yield
