@@ -378,3 +378,21 @@ def test_cli_interrupted_leaves_nothing(model_file, tmp_path, cli, monkeypatch):
                      "--outdir", tmp_path / "out", "-", stdin=pcm.tobytes())
     assert rc == 130 and "stdin: stopped by signal 2; no output was left" in err and err.count("\n") == 1
     assert len(calls) == 5 and not (tmp_path / "out").exists()  # made for this output, removed with it
+
+
+def test_held_state_does_not_grow_with_the_stream(model):
+    """What the separator holds between blocks stays bounded (engine windows, lookahead, output queue)."""
+    sep = Separator(model, dtype="float32")
+    live = sep.online(22050, 2, "dc")
+    wav = song(2.0, 2, 22050)
+    held = []
+    for rep in range(4):  # 8 s of stream
+        for i in range(0, wav.shape[1], 1000):
+            live.process(wav[:, i:i + 1000])
+        eng = live.engine
+        held.append((eng.x.end - eng.x.start, eng.mel.end - eng.mel.start, eng.feats.end - eng.feats.start,
+                     eng.masks.end - eng.masks.start, live.masker.bins.end - live.masker.bins.start, live.out.size))
+    hop, margin = sep.frontend.config.hop_length, sep.margin
+    assert max(h[0] for h in held) <= (2 * margin + 4) * hop + 1000  # samples: the iSTFT margin and a block
+    assert max(max(h[1:5]) for h in held) <= 2 * margin + 4  # frames
+    assert max(h[5] for h in held) <= live.latency_samples + 1000
