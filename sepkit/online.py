@@ -31,7 +31,7 @@ fixed delay for which every output sample is complete when it is due (at the inp
 * another rate: the same, plus the largest lag of soxr's streaming HQ resampler behind the ideal
   output count, measured once per pair of rates (:func:`resampler_lag`) for both directions, at the
   input's rate. soxr's filter and block processing are long: e.g. 44.1 kHz -> 16 kHz -> 44.1 kHz adds
-  about 110 ms; feed the model's rate to avoid it.
+  about 100 ms, 8 kHz about 235 ms; feed the model's rate to avoid it.
 
 ``latency_seconds = latency_samples / sample_rate``. The time spent in each call is kept
 (``block_seconds``; :attr:`rtf` = compute time / audio time).
