@@ -158,7 +158,9 @@ class OnlineSeparator:
         if not isinstance(block, (np.ndarray, torch.Tensor)):
             raise SeparationError(f"a block must be a numpy array or torch tensor, got {type(block).__name__}")
         if isinstance(block, torch.Tensor):
-            block = block.detach().cpu().numpy()
+            if not block.is_floating_point():
+                raise SeparationError(f"a block must hold floats (in [-1, 1]), got dtype {block.dtype}")
+            block = block.detach().cpu().float().numpy()  # bfloat16 has no numpy type
         if block.dtype.kind != "f":
             raise SeparationError(f"a block must hold floats (float16/32/64 in [-1, 1]), got dtype {block.dtype}")
         if block.ndim == 1 and self.channels == 1:

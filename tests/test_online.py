@@ -205,6 +205,7 @@ def test_bad_blocks_are_refused_and_leave_the_state_alone(model):
            (np.full((2, 50), np.nan, np.float32), "NaN or infinite"),
            (np.where(np.arange(64) == 63, np.inf, 0.0).astype(np.float32)[None].repeat(2, 0), "NaN or infinite"),
            ((wav[:, :100] * 32767).astype(np.int16), "must hold floats.*int16"),
+           (torch.ones(2, 100, dtype=torch.int32), "must hold floats.*torch.int32"),
            (wav[None, :, :100], r"shape \(1, 2, 100\)"),
            (wav[:, :100].tolist(), "numpy array or torch tensor, got list")]
     outs, i = [], 0
@@ -215,7 +216,8 @@ def test_bad_blocks_are_refused_and_leave_the_state_alone(model):
         assert "\n" not in str(exc.value)
         with pytest.raises(SeparationError, match="block at 44100 Hz in a stream at 22050 Hz"):
             live.process(wav[:, i:i + n], sample_rate=44100)
-        outs.append(live.process(torch.from_numpy(wav[:, i:i + n]) if k == 2 else wav[:, i:i + n], sample_rate=22050))
+        block = torch.from_numpy(wav[:, i:i + n]) if k == 2 else wav[:, i:i + n]  # a tensor is a block too
+        outs.append(live.process(block, sample_rate=22050))
         i += n
     outs.append(live.flush())
     for s in clean:
