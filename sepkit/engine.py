@@ -255,6 +255,8 @@ class CausalMasks:
             out = getattr(model, f"{self.head}_head")(z).float().reshape(t, model.n_freq, -1)
         a = self.bins.start
         if self.centers is not None:
+            if not bool(torch.isfinite(out).all()):  # the one-hot masks below would hide them
+                raise SeparationError("the model produced NaN or infinite embeddings")
             out = self.centers(out, self.bins.get(a, a + t))
         self.bins.drop_before(a + t)
         return out

@@ -39,7 +39,9 @@ fixed delay for which every output sample is complete when it is due (at the inp
 Rejected blocks (one-line :class:`~sepkit.errors.SeparationError`): another channel count, another
 rate (``process(block, sample_rate=)``), NaN or infinite samples, a non-float dtype, an array that is
 not ``(n,)`` or ``(channels, n)``, a block after :meth:`flush`. Every check runs before any state
-changes: the next good block gives the output it would have given had the bad one never been sent.
+changes: the next good block gives the output it would have given had the bad one never been sent. An
+error inside the computation (the model's NaN or infinite output, a device error) stops the stream:
+later calls are refused in one line.
 A model whose body is not causal (BLSTM), MISI phase reconstruction, or the DC head of a model
 file without ``dc_centers`` are refused when the separator is made.
 """
@@ -138,7 +140,7 @@ class OnlineSeparator:
         self.n_in = self.n_model = self.fed = self.done = self.emitted = self.zeros_out = 0
         self.out = _Fifo((self.n_est, self.channels))  # estimates at the input's rate, not returned yet
         self.held = _Fifo((self.channels,))  # input samples not yet matched by estimates (residual)
-        self.block_seconds, self.finished, self.flat = [], False, False
+        self.block_seconds, self.finished, self.flat, self.broken = [], False, False, None
 
     @property
     def latency_seconds(self):
@@ -150,6 +152,9 @@ class OnlineSeparator:
         return sum(self.block_seconds) / max(self.n_in / self.sample_rate, 1e-12)
 
     def _check(self, block, sample_rate):
+        if self.broken:
+            raise SeparationError(f"the stream stopped at an earlier error ({self.broken}); make a new online "
+                                  "separator")
         if self.finished:
             raise SeparationError("the stream was flushed; make a new online separator for another stream")
         if sample_rate is not None and sample_rate != self.sample_rate:
@@ -184,8 +189,7 @@ class OnlineSeparator:
         if self.sep.residual:
             self.held.append(x)
         self.flat = np.ndim(block) == 1
-        with torch.inference_mode():
-            self._advance(x, last=False)
+        self._guarded(x, False)
         out = self._take(x.shape[1], self.flat)
         self.block_seconds.append(time.perf_counter() - t0)
         return out
@@ -196,12 +200,23 @@ class OnlineSeparator:
         if self.finished:
             raise SeparationError("the stream was already flushed")
         self.finished = True
+        if self.broken:
+            raise SeparationError(f"the stream stopped at an earlier error ({self.broken})")
         if self.n_in:
-            with torch.inference_mode():
-                self._advance(np.zeros((self.channels, 0), np.float32), last=True)
+            self._guarded(np.zeros((self.channels, 0), np.float32), True)
         out = self._take(self.latency_samples, self.flat, last=True)
         self.block_seconds.append(time.perf_counter() - t0)
         return out
+
+    def _guarded(self, x, last):
+        """:meth:`_advance`; an error there (the model's NaN output, a device error) leaves the state half
+        advanced, so the stream stops: later calls are refused."""
+        try:
+            with torch.inference_mode():
+                self._advance(x, last)
+        except BaseException as exc:
+            self.broken = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise
 
     def _advance(self, x, last):
         """Push input samples through every step as far as they allow (to the end when ``last``)."""

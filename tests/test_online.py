@@ -398,3 +398,21 @@ def test_held_state_does_not_grow_with_the_stream(model):
     assert max(h[0] for h in held) <= (2 * margin + 4) * hop + 1000  # samples: the iSTFT margin and a block
     assert max(max(h[1:5]) for h in held) <= 2 * margin + 4  # frames
     assert max(h[5] for h in held) <= live.latency_samples + 1000
+
+
+@pytest.mark.parametrize("head,what", [("mi", "samples"), ("dc", "embeddings")])
+def test_an_error_of_the_model_stops_the_stream(model, head, what):
+    """NaN out of the network: one line, and the half-advanced stream refuses further blocks."""
+    sep = Separator(model, dtype="float32")
+    live = sep.online(SR, 1, head)
+    live.process(song(0.5, 1, SR))
+    with torch.no_grad():  # this separator's own copy of the weights
+        sep.model.linear.bias.fill_(float("nan"))
+    with pytest.raises(SeparationError, match=f"NaN or infinite {what}"):
+        live.process(song(0.5, 1, SR))
+    for call in (lambda: live.process(np.zeros(10, np.float32)), live.flush):
+        with pytest.raises(SeparationError, match="stopped at an earlier error \\(the model produced NaN"):
+            call()
+    if head == "dc":  # offline the persistent centres check too (k-means does for other models)
+        with pytest.raises(SeparationError, match="NaN or infinite embeddings"):
+            sep.separate(song(0.5, 1, SR), SR, head=head)
