@@ -200,3 +200,89 @@ def test_defaults_train_500_steps_on_20_excerpts(tmp_path):
     last = torch.load(exp / "checkpoints" / "ckpt-epoch5.pt", weights_only=True)["checkpoint"]
     assert last["epoch"] == 5 and last["step"] >= 500
     assert "an epoch is 100 steps (steps_per_epoch)" in (exp / "train.log").read_text()
+
+
+# ------------------------------------------------------------------------------------------ 4 stems
+
+def test_prepare_stems_4_and_refusals(tmp_path, capsys):
+    """--stems 4: data dirs musdb18_4stems_* with MUSDB18's own stems, one file each, beside the 2-stem ones;
+    a stems value MUSDB18 cannot give, or a track lacking a stem, is one line naming it, and nothing is written."""
+    from sepkit.bin import prepare_data
+    from sepkit.data.corpora import CorpusError
+    from sepkit.data.corpora.musdb18 import prepare
+    from sepkit.data.datadir import DataDir, validate_data_dir
+    from sepkit.data.synth_layouts import make_corpus
+
+    make_corpus("musdb18hq", tmp_path / "hq", num_songs=3, num_test_songs=1, duration=2.0, seed=3, progress=False)
+    made = prepare(tmp_path / "hq", tmp_path / "data", hq=True, stems=4, valid_fraction=0.3)
+    assert sorted(made) == ["musdb18_4stems_test", "musdb18_4stems_train", "musdb18_4stems_valid"]
+    test = DataDir(made["musdb18_4stems_test"])
+    assert test.sources == ["vocals", "drums", "bass", "other"]
+    utt, track = test.utts[0], next((tmp_path / "hq" / "test").iterdir()).resolve()
+    for stem in test.sources:  # the corpus file itself, no sum
+        assert test.source(stem)[utt] == str(track / f"{stem}.wav")
+    assert validate_data_dir(test.path, check_audio=True) == []
+    made2 = prepare(tmp_path / "hq", tmp_path / "data", hq=True, valid_fraction=0.3)  # 2 stems: other dirs
+    assert sorted(made2) == ["musdb18_test", "musdb18_train", "musdb18_valid"]
+    assert DataDir(made2["musdb18_test"]).sources == ["vocals", "accompaniment"]
+    for bad in (3, 5, 1):
+        with pytest.raises(CorpusError, match=rf"^--stems {bad}: MUSDB18 gives 2 stems .* or 4 .*nothing else$"):
+            prepare(tmp_path / "hq", tmp_path / "bad", hq=True, stems=bad)
+    assert prepare_data.main(["--corpus", "musdb18", "--hq", "--stems", "3", str(tmp_path / "hq"),
+                              str(tmp_path / "bad")]) == 1
+    assert prepare_data.main(["--corpus", "mir1k", "--stems", "4", str(tmp_path / "hq"), str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "prepare_data: --stems 3: MUSDB18 gives" in err and "--stems does not apply to --corpus mir1k" in err
+    track = next((tmp_path / "hq" / "train").iterdir())
+    (track / "bass.wav").unlink()  # a corpus lacking a stem
+    for stems in (2, 4):
+        with pytest.raises(CorpusError, match=rf"^{re.escape(str(track.resolve() / 'bass.wav'))}: missing$"):
+            prepare(tmp_path / "hq", tmp_path / "bad", hq=True, stems=stems)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_recipe_stems_4_end_to_end_beside_2(tmp_path):
+    """./run.sh --stems 4 on a MUSDB18-HQ layout runs every stage with 4 sources (one separated file per stem,
+    BSS eval v4 per stem and their mean; oracle rows of C sources: test_score_sources), in data dirs, dumps and
+    an exp of its own;
+    a 2-stem run in the same folder does not meet them, and each setting's stage 0 stays done."""
+    from sepkit.data.synth_layouts import make_corpus
+
+    make_corpus("musdb18hq", tmp_path / "hq", num_songs=3, num_test_songs=1, duration=2.0, seed=4, progress=False)
+    rec = make_workspace(tmp_path, "musdb18/chimera")
+    k = TINY.index("--holdout_test")
+    tiny = TINY[:k] + TINY[k + 2:]  # the HQ layout has its test/
+    out = run_recipe(rec, "--musdb", tmp_path / "hq", "--hq", "true", "--stems", 4, *tiny, "--valid_fraction", 0.4,
+                     "--oracle", "false", "--score_bss", "false")  # 4-stem BSS eval is slow: ~20 s a track here
+    assert out.returncode == 0, out.stdout[-4000:]
+    stems = ["vocals", "drums", "bass", "other"]
+    assert (rec / "data" / "musdb18_4stems_test" / "sources").read_text().split() == stems
+    assert (rec / "dump" / "feats" / "musdb18_4stems_train" / "sources").read_text().split() == stems
+    assert "conf/tuning/train_chimera_cpu_4stems.yaml" in out.stdout  # the 4-stem config, not given
+    import torch
+
+    model = torch.load(rec / "exp" / TAG / "model.pt", weights_only=True)
+    assert model["sources"] == stems and model["model_conf"]["n_sources"] == 4
+    sep = rec / "exp" / TAG / "separate_musdb18_4stems_test_mi"
+    utt = (rec / "data" / "musdb18_4stems_test" / "wav.scp").read_text().split()[0]
+    assert sorted(p.name for p in (sep / "wav").iterdir()) == sorted(stems)
+    assert all((sep / "wav" / s / f"{utt}.wav").is_file() for s in stems)
+    v4 = json.loads((rec / "exp" / TAG / "score_musdb18_4stems_test_mi" / "result_v4.json").read_text())
+    assert all(isinstance(v4[s]["sdr"], float) for s in stems)
+    assert v4["mean over sources"]["sdr"] == pytest.approx(np.mean([v4[s]["sdr"] for s in stems]), abs=1e-3)
+    table = (rec / "exp" / "RESULTS_v4.md").read_text()
+    assert f"| {TAG} | musdb18_4stems_test | mi |" in table and "SDR drums" in table and "SDR mean" in table
+    # 2 stems in the same folder: its own data dirs and dump; the 4-stem ones untouched and still done
+    before = {p: p.stat().st_mtime_ns for p in (rec / "data" / "musdb18_4stems_train").iterdir()}
+    two = run_recipe(rec, "--musdb", tmp_path / "hq", "--hq", "true", *tiny, "--valid_fraction", 0.4,
+                     "--stop_stage", 2)
+    assert two.returncode == 0, two.stdout[-4000:]
+    assert (rec / "dump" / "feats" / "musdb18_train" / "sources").read_text().split() == ["vocals", "accompaniment"]
+    assert {p: p.stat().st_mtime_ns for p in (rec / "data" / "musdb18_4stems_train").iterdir()} == before
+    again = run_recipe(rec, "--musdb", tmp_path / "hq", "--hq", "true", "--stems", 4, *tiny, "--valid_fraction", 0.4,
+                       "--stop_stage", 2)
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert "already prepared" in again.stdout and again.stdout.count("already done, skipping") == 2
+    bad = run_recipe(rec, "--musdb", tmp_path / "hq", "--hq", "true", "--stems", 3)
+    assert bad.returncode == 1 and bad.stdout.strip().splitlines() == [
+        "./run.sh: --stems 3: MUSDB18 gives 2 stems (vocals, accompaniment) or 4 (vocals, drums, bass, other)"]

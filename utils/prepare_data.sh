@@ -4,10 +4,12 @@
 #   e.g. utils/prepare_data.sh --corpus dsd100 /db/DSD100 data dsd100_dev dsd100_test
 #   Runs `python -m sepkit.bin.prepare_data --corpus <corpus> <corpus-root> <data-root>` and checks
 #   that it made every <data-root>/<set> (a valid data dir, utils/validate_data_dir.sh).
-#   Skipped when <data-root>/.prepare_<corpus>.done says the same corpus root and options were
-#   prepared and the sets are still valid; --overwrite true redoes it.
+#   Skipped when <data-root>/.prepare_<corpus><marker-suffix>.done says the same corpus root and options
+#   were prepared and the sets are still valid; --overwrite true redoes it. Two settings whose sets
+#   differ (egs/musdb18/chimera --stems 2 and 4) keep a marker each with --marker-suffix.
 corpus=           # corpus layout: dsd100, folder, ikala, mir1k, musdb18 (see python -m sepkit.bin.prepare_data -h)
 prepare_opts=     # extra options of sepkit.bin.prepare_data (e.g. "--valid-fraction 0.1")
+marker_suffix=    # appended to the marker's name (e.g. _4stems): one marker per setting that makes other sets
 overwrite=false   # redo even if done
 . "$(dirname "$0")/parse_options.sh"
 set -euo pipefail
@@ -28,7 +30,8 @@ if [ ! -d "$root" ]; then
   exit 1
 fi
 sig="corpus=$corpus root=$(cd "$root" && pwd) opts=$prepare_opts"
-marker=$data/.prepare_${corpus}.done
+case "$marker_suffix" in */*) echo "$0: --marker-suffix '$marker_suffix' holds a /" >&2; exit 1 ;; esac
+marker=$data/.prepare_${corpus}${marker_suffix}.done
 
 valid=true
 for x in "${sets[@]}"; do

@@ -7,11 +7,12 @@ Usage::
     python -m sepkit.bin.prepare_data --corpus mir1k [--train-singers abjones,amy]
         [--valid-fraction 0.1] [--seed 0] ROOT OUTDIR                # mir1k_{train,valid,test}
     python -m sepkit.bin.prepare_data --corpus musdb18 [--hq] [--valid-tracks NAME|@FILE]...
-        [--valid-fraction 0.1] [--seed 0] [--mixture file|sum] ROOT OUTDIR
-                                                                     # musdb18_{train,valid,test}
+        [--valid-fraction 0.1] [--seed 0] [--mixture file|sum] [--stems 2|4] ROOT OUTDIR
+                                       # musdb18_{train,valid,test}; --stems 4: musdb18_4stems_{...}
 
-Every set gets ``wav.scp``, ``vocals.scp``, ``accompaniment.scp``, ``sources`` and ``utt2dur``
-(layouts and specs: :mod:`sepkit.data.corpora`). Existing data dirs are never overwritten unless
+Every set gets ``wav.scp``, ``sources``, one ``<source>.scp`` per source and ``utt2dur`` (layouts and
+specs: :mod:`sepkit.data.corpora`); the sources are ``vocals`` and ``accompaniment`` but for
+``musdb18 --stems 4`` (``vocals``, ``drums``, ``bass``, ``other``) and ``folder`` (those described). Existing data dirs are never overwritten unless
 ``--overwrite``. An option that the chosen corpus does not use is an error, not silently ignored.
 """
 import argparse
@@ -26,7 +27,8 @@ logger = logging.getLogger("sepkit.bin.prepare_data")
 # dest -> option string, for options that only some corpora take (their default is None here,
 # so the corpus module's own default applies when an option is not given).
 _CORPUS_OPTIONS = {"train_singers": "--train-singers", "valid_fraction": "--valid-fraction",
-                   "valid_tracks": "--valid-tracks", "seed": "--seed", "hq": "--hq", "mixture": "--mixture"}
+                   "valid_tracks": "--valid-tracks", "seed": "--seed", "hq": "--hq", "mixture": "--mixture",
+                   "stems": "--stems"}
 
 
 def get_parser():
@@ -50,6 +52,8 @@ def get_parser():
                        help="musdb18: MUSDB18-HQ wav layout instead of .stem.mp4")
     group.add_argument("--mixture", choices=["file", "sum"], default=None,
                        help="musdb18: official mixture file or the sum of the stems (default file)")
+    group.add_argument("--stems", type=int, default=None,
+                       help="musdb18: 2 = vocals, accompaniment (default); 4 = vocals, drums, bass, other")
     parser.add_argument("root", help="corpus root in its official layout")
     parser.add_argument("outdir", help="where the data dirs are written")
     return parser

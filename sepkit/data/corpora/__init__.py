@@ -3,8 +3,10 @@
 Every corpus module exposes ``prepare(root, outdir, *, overwrite=False, ...) -> {set: Path}``
 which scans ``root`` (the corpus in its official layout), checks every file it will point to, and
 only then writes one data dir per set under ``outdir`` (see :mod:`sepkit.data.datadir`). Sources
-are always ``vocals`` then ``accompaniment``; audio specs point at the corpus files by absolute
-path, so no audio is copied (MUSDB18 ``.stem.mp4`` is the exception: it is decoded once to wav).
+are ``vocals`` then ``accompaniment`` (:data:`SOURCES`), except MUSDB18 with ``stems=4`` (``vocals``,
+``drums``, ``bass``, ``other``) and a folder corpus (the sources its description names); audio specs
+point at the corpus files by absolute path, so no audio is copied (MUSDB18
+``.stem.mp4`` is the exception: it is decoded once to wav).
 
 ``CORPORA`` maps a corpus name to its ``prepare`` function; ``sepkit.bin.prepare_data`` is the
 command line front end. The small helpers below are shared by the corpus modules.

@@ -1,4 +1,4 @@
-"""MUSDB18 / MUSDB18-HQ -> data dirs ``musdb18_train``, ``musdb18_valid``, ``musdb18_test``.
+"""MUSDB18 / MUSDB18-HQ -> data dirs ``musdb18_{train,valid,test}`` (2 stems) or ``musdb18_4stems_{...}`` (4).
 
 Layouts (44.1 kHz stereo):
 
@@ -11,8 +11,12 @@ Layouts (44.1 kHz stereo):
   decoded peak exceeds full scale (AAC overshoot), so nothing is clipped.
 * MUSDB18-HQ (``hq=True``): ``ROOT/{train,test}/<track>/{mixture,drums,bass,other,vocals}.wav``.
 
-``vocals.scp`` is the vocals file, ``accompaniment.scp`` ``{"sum": [drums, bass, other]}`` and
-``wav.scp`` the official mixture (``mixture="file"``; in MUSDB18 it is encoded separately, so it
+Sources (``stems``): 2 (the default) = ``vocals`` (the vocals file) and ``accompaniment``
+(``{"sum": [drums, bass, other]}``), in the data dirs ``musdb18_train``, ``musdb18_valid``,
+``musdb18_test``; 4 = MUSDB18's own stems ``vocals``, ``drums``, ``bass``, ``other`` (one file each, in
+that order), in ``musdb18_4stems_train``, ``musdb18_4stems_valid``, ``musdb18_4stems_test``, so the two
+settings never share a data dir (nor the dumps and scores named after it). No other count exists.
+``wav.scp`` is the official mixture (``mixture="file"``; in MUSDB18 it is encoded separately, so it
 differs from the sum of the stems by AAC noise, about -28 dB) or the exact sum of the four stems
 (``mixture="sum"``). Validation tracks come out of ``train``: the names in ``valid_tracks``, or
 ``round(valid_fraction * tracks)`` tracks chosen with ``seed``. A missing split folder is a
@@ -33,9 +37,25 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "test")
 STEMS = ("mixture", "drums", "bass", "other", "vocals")  # stream order of a .stem.mp4
 ACCOMPANIMENT = ("drums", "bass", "other")
+# stems setting -> {source name: the stem files summed into it}, in the data dir's ``sources`` order
+SOURCES_OF = {2: {"vocals": ("vocals",), "accompaniment": ACCOMPANIMENT},
+              4: {"vocals": ("vocals",), "drums": ("drums",), "bass": ("bass",), "other": ("other",)}}
 SAMPLE_RATE = 44100
 WAV_DIR = "musdb18_wav"
 SET_NAMES = {"train": "musdb18_train", "valid": "musdb18_valid", "test": "musdb18_test"}
+
+
+def set_names(stems=2):
+    """``{group: data dir name}`` of a stems setting: ``musdb18_<group>`` (2), ``musdb18_4stems_<group>`` (4)."""
+    check_stems(stems)
+    return dict(SET_NAMES) if stems == 2 else {g: f"musdb18_{stems}stems_{g}" for g in SET_NAMES}
+
+
+def check_stems(stems):
+    """Refuse a stems setting that MUSDB18 cannot give (one line)."""
+    if stems not in SOURCES_OF:
+        raise CorpusError(f"--stems {stems}: MUSDB18 gives 2 stems (vocals, accompaniment) or 4 (vocals, drums, "
+                          "bass, other), nothing else")
 
 
 def _layout(hq):
@@ -152,12 +172,13 @@ def _valid_names(valid_tracks, train_names, root):
     return sorted(set(chosen))
 
 
-def prepare(root, outdir, *, hq=False, valid_tracks=None, valid_fraction=None, seed=0, mixture="file",
+def prepare(root, outdir, *, hq=False, valid_tracks=None, valid_fraction=None, seed=0, mixture="file", stems=2,
             overwrite=False):
     """Write the MUSDB18 sets (decoding stem files first unless ``hq``); returns ``{set name: Path}``.
 
     Args:
         hq: MUSDB18-HQ wav layout instead of ``.stem.mp4`` files.
+        stems: 2 (vocals, accompaniment) or 4 (vocals, drums, bass, other); see :func:`set_names`.
         valid_tracks: training tracks (names or ``@file`` listings) to hold out for validation.
         valid_fraction: otherwise hold out this fraction of training tracks (default 0.1).
         seed: seed of the validation choice.
@@ -165,6 +186,7 @@ def prepare(root, outdir, *, hq=False, valid_tracks=None, valid_fraction=None, s
     """
     if mixture not in ("file", "sum"):
         raise CorpusError(f"--mixture must be 'file' or 'sum', got {mixture!r}")
+    names_of = set_names(stems)
     if valid_tracks and valid_fraction is not None:
         raise CorpusError("give either --valid-tracks or --valid-fraction, not both")
     found = scan(root, hq)
@@ -178,7 +200,7 @@ def prepare(root, outdir, *, hq=False, valid_tracks=None, valid_fraction=None, s
               "test": list(found.get("test", {}))}
     if groups["train"] == [] and train_names:
         raise CorpusError("every training track is held out for validation; none left to train on")
-    check_targets(outdir, [SET_NAMES[g] for g, names in groups.items() if names], overwrite)
+    check_targets(outdir, [names_of[g] for g, names in groups.items() if names], overwrite)
     if hq:
         folders = found
     else:
@@ -189,7 +211,8 @@ def prepare(root, outdir, *, hq=False, valid_tracks=None, valid_fraction=None, s
             continue
         split = "test" if group == "test" else "train"
         ids = unique_utt_ids(names, Path(root) / split)
-        wav, vocals, accomp, utt2dur = {}, {}, {}, {}
+        wav, utt2dur = {}, {}
+        scps = {source: {} for source in SOURCES_OF[stems]}
         for name in names:
             folder = folders[split][name].resolve()
             files = {stem: folder / f"{stem}.wav" for stem in STEMS}
@@ -201,11 +224,11 @@ def prepare(root, outdir, *, hq=False, valid_tracks=None, valid_fraction=None, s
                                       f"{info.frames} samples, but {files['mixture']} has {ref.samplerate} Hz, "
                                       f"{ref.channels} ch, {ref.frames} samples")
             utt = ids[name]
-            parts = [str(files[stem]) for stem in ACCOMPANIMENT]
             wav[utt] = (str(files["mixture"]) if mixture == "file"
-                        else spec_json(sum=parts + [str(files["vocals"])]))
-            vocals[utt] = str(files["vocals"])
-            accomp[utt] = spec_json(sum=parts)
+                        else spec_json(sum=[str(files[stem]) for stem in ACCOMPANIMENT + ("vocals",)]))
+            for source, parts in SOURCES_OF[stems].items():
+                scps[source][utt] = (str(files[parts[0]]) if len(parts) == 1
+                                     else spec_json(sum=[str(files[stem]) for stem in parts]))
             utt2dur[utt] = ref.frames / ref.samplerate
-        sets[SET_NAMES[group]] = (wav, {"vocals": vocals, "accompaniment": accomp}, utt2dur)
+        sets[names_of[group]] = (wav, scps, utt2dur)
     return write_sets(outdir, sets, overwrite=overwrite)
