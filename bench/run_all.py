@@ -22,6 +22,12 @@ Rows (times are medians; the baseline runs interleaved with sepkit's code so bot
   MIR-1K recipe's CPU network size (random weights), the network run by onnxruntime (``sepkit-export --onnx``)
   and by torch bfloat16 (where the CPU runs it) vs torch float32; the note holds the SNR of the outputs
   against torch float32's, >= 40 dB wanted (bench/bench_onnx.py).
+* end to end vs bare network (issue 22.4), per head and dtype: ``Separator.separate_file`` (``sepkit-separate``)
+  on a 60-s 44.1 kHz stereo file vs the model's own forward over the same segments, 3 x 300 BLSTM on the paper's
+  features, target <= 1.15 (bench/bench_e2e.py, which also has ``--profile``).
+* online on one core (issue 22): compute per second of audio of the live configurations (causal lookahead 0 and
+  3, ``OnlineSeparator``, 32-ms blocks of 44.1 kHz stereo) vs the offline BLSTM's whole-signal separation on the
+  same pinned core; latency in the note (bench/bench_online.py has every block size and p99s).
 * scoring, seconds per file (30 s, 16 kHz, 2 sources): ``python -m sepkit.bin.score --nj N`` (SI-SDR +
   BSS eval v3) vs a single-process loop of mir_eval ``bss_eval_sources`` + SI-SDR; and scoring vs
   separating the same 30 s file (MI head, auto dtype): target <= 1.
@@ -45,6 +51,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_core  # noqa: E402
 import bench_loader  # noqa: E402
 import bench_onnx  # noqa: E402
+import bench_e2e  # noqa: E402
+import bench_online  # noqa: E402
 import bench_separate  # noqa: E402
 from common import setup_threads, timeit  # noqa: E402
 
@@ -244,6 +252,30 @@ def bench_onnx_rows(repeat):
             None if wall is None else wall, None if wall is None else base[head], "s/min audio", None, note)
 
 
+# ------------------------------------------------------------------------------------- end to end, online
+def bench_e2e_rows(repeat, threads):
+    """Issue 22.4: sepkit-separate's path vs the bare network (bench/bench_e2e.py), per head and dtype."""
+    res = quiet(bench_e2e.main, ["--threads", str(threads), "--repeat", str(max(repeat, 3))])
+    for head, dtype, e, b, ec, bc, load in res:
+        row(f"end to end vs bare network, 60 s, {head.upper()} head, {dtype} (3x300)", e, b, "s", bench_e2e.TARGET,
+            f"CPU-time ratio {ec / bc:.2f}; {threads} thread(s); load {load:.1f}")
+
+
+def bench_online_rows(repeat):
+    """Issue 22: live separation on one core (bench/bench_online.py), the causal default and lookahead 3 at
+    32 ms blocks vs the offline BLSTM's whole-signal compute on the same core."""
+    res = quiet(bench_online.main, ["--repeat", str(max(repeat, 1)), "--blocks-ms", "32", "--dtypes", "float32"])
+    base = next(r for r in res if not r["online"])
+    for r in res:
+        if r["online"]:
+            ok = ("ok" if r["latency_ms"] <= bench_online.LATENCY_MS and r["rtf_cpu"] <= bench_online.RTF else
+                  "MISSED") if r["default"] else ""
+            row(f"online, {r['label']}, 32 ms blocks, 1 core (compute per s of audio)", r["rtf_cpu"], base["rtf_cpu"],
+                "s/s", None, f"algorithmic latency {r['latency_ms']:.0f} ms, separator delay at 44.1k "
+                f"{r['delay_ms']:.0f} ms; baseline = offline BLSTM whole signal" +
+                (f"; target latency <= 64 ms, RTF <= 0.1: {ok}" if ok else ""))
+
+
 # ------------------------------------------------------------------------------------- scoring
 def bench_scoring(tmp, n_files, seconds, nj, sep_rtf=None):
     import logging
@@ -341,7 +373,7 @@ def main(argv=None):
     p.add_argument("--nj", type=int, default=2, help="scoring jobs")
     p.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run, numbers noisier)")
     p.add_argument("--markdown", help="also write the table with the machine and date to this file")
-    p.add_argument("--only", default="feats,loader,core,separate,onnx,score")
+    p.add_argument("--only", default="feats,loader,core,separate,onnx,e2e,online,score")
     args = p.parse_args(argv)
     setup_threads(args.threads)
     what = set(args.only.split(","))
@@ -363,6 +395,10 @@ def main(argv=None):
             sep_rtf = None
         if "onnx" in what:
             bench_onnx_rows(max(1 if args.quick else args.repeat, 1))
+        if "e2e" in what:
+            bench_e2e_rows(1 if args.quick else args.repeat, args.threads)
+        if "online" in what:
+            bench_online_rows(1 if args.quick else args.repeat)
         if "score" in what:
             bench_scoring(tmp, 2, 30.0, args.nj, sep_rtf)
     elapsed = time.perf_counter() - t0

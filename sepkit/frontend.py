@@ -154,9 +154,11 @@ class Frontend(nn.Module):
 
     def _ola_envelope(self, T, device):
         """Overlap-added squared window of ``T`` frames ``((T - 1) * hop + n_fft,)`` and whether it is above
-        ``torch.istft``'s 1e-11 after the first ``n_fft / 2`` samples (checked once: cached for the last T)."""
+        ``torch.istft``'s 1e-11 after the first ``n_fft / 2`` samples (checked once: cached for the last few T,
+        which block-wise inversion, online too, cycles through)."""
         key = (T, str(device))
-        if getattr(self, "_env_key", None) != key:
+        cache = self.__dict__.setdefault("_env_cache", {})
+        if key not in cache:
             hop = self.config.hop_length
             r = self.config.n_fft // hop
             w2 = self._full_window(device).square().view(r, hop)
@@ -164,8 +166,10 @@ class Frontend(nn.Module):
             for j in range(r):
                 env[j:j + T] += w2[j]
             env = env.view(-1)
-            self._env_key, self._env = key, (env, bool(env[self.config.n_fft // 2:].min() >= 1e-11))
-        return self._env
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            cache[key] = (env, bool(env[self.config.n_fft // 2:].min() >= 1e-11))
+        return cache[key]
 
     def mel(self, mag):
         """``(..., T, K)`` linear magnitude -> ``(..., T, F)`` mel magnitude."""
