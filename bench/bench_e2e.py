@@ -77,17 +77,15 @@ def stereo_song(seconds, sr=44100):
     return y[:, :int(seconds * sr)], f"{what}, stereo, {sr} Hz"
 
 
-def model_dict(net, wav, sr):
-    """Random-weight Chimera (both heads) of size ``NETS[net]`` with the paper's features; CMVN from ``wav``."""
+def random_model(fc, conf, wav, sr, seed=0):
+    """A random-weight ChimeraNet model-file dict of ``conf`` on features ``fc``, CMVN from ``wav``'s features."""
     import soxr
 
-    from sepkit.frontend import CMVN, FeatureConfig, Frontend
+    from sepkit.frontend import CMVN, Frontend
     from sepkit.model_io import make_model_dict
     from sepkit.nets import ChimeraNet
 
-    fc = FeatureConfig()
-    conf = {"type": "chimera", "input_dim": fc.input_dim, "n_freq": fc.n_mels, **NETS[net]}
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = ChimeraNet(**{k: v for k, v in conf.items() if k != "type"})
     fe = Frontend(fc)
     mono = soxr.resample(wav.mean(0), sr, fc.sample_rate, quality="soxr_hq").astype(np.float32)
@@ -95,6 +93,14 @@ def model_dict(net, wav, sr):
         feats = fe.input_features(fe.to_bins(fe.stft(torch.from_numpy(mono)[None]).abs(), "mel"), "mel")[0]
     cmvn = CMVN(feats.mean(0), feats.std(0).clamp_min(1e-3))
     return make_model_dict(model, conf, fc.to_dict(), cmvn, ["vocals", "accompaniment"], {"segment_frames": 100})
+
+
+def model_dict(net, wav, sr):
+    """Random-weight Chimera (both heads) of size ``NETS[net]`` with the paper's features; CMVN from ``wav``."""
+    from sepkit.frontend import FeatureConfig
+
+    fc = FeatureConfig()
+    return random_model(fc, {"type": "chimera", "input_dim": fc.input_dim, "n_freq": fc.n_mels, **NETS[net]}, wav, sr)
 
 
 def bare_fn(sep, n_samples_model, head):

@@ -35,7 +35,7 @@ import torch
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_e2e import stereo_song  # noqa: E402
+from bench_e2e import random_model, stereo_song  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TUNING = REPO / "egs" / "mir1k" / "chimera" / "conf" / "tuning"
@@ -48,24 +48,12 @@ LATENCY_MS, RTF = 64.0, 0.1  # targets of the causal default
 
 def model_dict(name, wav, sr, seed=0):
     """Random-weight model of a tuning YAML with its paired features; CMVN from ``wav``'s features."""
-    import soxr
-
-    from sepkit.frontend import CMVN, FeatureConfig, Frontend
-    from sepkit.model_io import make_model_dict
-    from sepkit.nets import ChimeraNet
+    from sepkit.frontend import FeatureConfig
 
     fc = FeatureConfig.from_dict(yaml.safe_load((TUNING / f"{name}.feat_conf").read_text()))
     tune = yaml.safe_load((TUNING / f"{name}.yaml").read_text())
     conf = {"type": "chimera", "input_dim": fc.input_dim, "n_freq": fc.n_mels, **{k: tune[k] for k in NET_KEYS if k in tune}}
-    torch.manual_seed(seed)
-    net = ChimeraNet(**{k: v for k, v in conf.items() if k != "type"})
-    fe = Frontend(fc)
-    mono = soxr.resample(wav.mean(0), sr, fc.sample_rate, quality="soxr_hq").astype(np.float32)
-    with torch.no_grad():
-        feats = fe.input_features(fe.to_bins(fe.stft(torch.from_numpy(mono)[None]).abs(), "mel"), "mel")[0]
-    cmvn = CMVN(feats.mean(0), feats.std(0).clamp_min(1e-3))
-    d = make_model_dict(net, conf, fc.to_dict(), cmvn, ["vocals", "accompaniment"], {"segment_frames": 100})
-    return d, fc, tune
+    return random_model(fc, conf, wav, sr, seed), fc, tune
 
 
 def algorithmic_ms(fc, lookahead):
