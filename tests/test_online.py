@@ -416,3 +416,23 @@ def test_an_error_of_the_model_stops_the_stream(model, head, what):
     if head == "dc":  # offline the persistent centres check too (k-means does for other models)
         with pytest.raises(SeparationError, match="NaN or infinite embeddings"):
             sep.separate(song(0.5, 1, SR), SR, head=head)
+
+
+@pytest.mark.parametrize("kw", [{}, {"overlap": 0.5, "batch_size": 3}])
+def test_engine_without_delta_context_streams_a_blstm_model_as_in_memory(tmp_path, kw):
+    """The block engine needs no delta context for features without deltas (the causal recipes' features):
+    a BLSTM model on them, streamed file to file in engine blocks of 60 frames, equals the in-memory path."""
+    from test_separate_stream import assert_same, streamed, write_noise
+
+    torch.manual_seed(0)
+    fc = FeatureConfig(n_mels=N_MELS, use_delta=False)
+    conf = {"type": "chimera", "input_dim": fc.input_dim, "n_freq": N_MELS, "hidden": 8, "layers": 1, "emb_dim": 4}
+    d = make_model_dict(ChimeraNet(**{k: v for k, v in conf.items() if k != "type"}), conf, fc.to_dict(),
+                        CMVN(torch.randn(fc.input_dim) * 0.1 - 3.0, torch.rand(fc.input_dim) + 0.5),
+                        ("vocals", "accompaniment"), {"segment_frames": 20})
+    sep = Separator(d, dtype="float32", block_frames=60, **kw)
+    assert sep.frontend.config.use_delta is False and not sep.causal
+    wav = write_noise(tmp_path / "a.wav", 2, 6, 22050)
+    for head in ("mi", "dc"):
+        assert_same(streamed(sep, tmp_path / "a.wav", tmp_path, head, block_seconds=0.7),
+                    sep.separate(wav, 22050, head=head))
