@@ -183,7 +183,13 @@ class Separator:
             raise SeparationError(f"unknown backend {backend!r} ({' or '.join(BACKENDS)})")
         self.backend = backend
         if backend == "onnxruntime":  # the network only; everything around it below stays torch
+            from sepkit.nets import BODIES
             from sepkit.onnx_backend import load_backend
+
+            body = model_dict.get("model_conf", {}).get("body", "blstm")
+            if body in BODIES and BODIES.setting(body, "causal"):  # the graph has no step() to carry its state
+                raise SeparationError(f"a causal model (body {body}) runs with the torch backend: its network runs "
+                                      "over the whole signal with its state carried (sepkit.online), not in segments")
 
             if self.device.type != "cpu" or str(dtype or "auto").replace("torch.", "") not in ("auto", "float32"):
                 raise SeparationError(f"the onnxruntime backend runs float32 on the CPU (got device {self.device}, "

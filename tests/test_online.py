@@ -244,6 +244,8 @@ def test_models_and_options_that_cannot_run_online(model):
     for rate, chans in [(0, 1), (16000.5, 1), (SR, 0), (SR, True)]:
         with pytest.raises(SeparationError, match="invalid"):
             Separator(model, dtype="float32").online(rate, chans)
+    with pytest.raises(SeparationError, match="causal model \\(body lstm\\) runs with the torch backend"):
+        Separator(model, backend="onnxruntime", onnx_path="causal.onnx")
     with pytest.raises(SeparationError, match="dc_centers must be 2 x 4"):
         Separator({**model, "dc_centers": [[1.0, 0.0], [0.0, 1.0]]}, dtype="float32")
 
