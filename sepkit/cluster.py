@@ -114,20 +114,31 @@ def _mean_variance(x, weights=None, chunk=16384):
 
 def _nearest_labels(x, centers):
     """Index of the nearest centre of every point ``(N,)``: the argmin over k of ``||c||^2 - 2 x.c`` (``||x||^2``
-    is the same for every centre), from k matrix-vector products (distances ``(k, N)``: contiguous rows;
-    for k = 2 a comparison, ties to centre 0 as argmin). ~3x faster on a CPU than one ``(N, k)`` product."""
-    d = torch.stack([x @ c for c in centers]).mul_(-2.0).add_(centers.square().sum(1)[:, None])  # (k, N)
-    return (d[1] < d[0]).long() if d.shape[0] == 2 else d.argmin(0)
+    is the same for every centre), from k matrix-vector products (distances ``(k, N)``: contiguous rows; for
+    k = 2 one product with ``c1 - c0`` and a comparison, ties to centre 0 as argmin). ~3-6x faster on a CPU
+    than one ``(N, k)`` product."""
+    c_sq = centers.square().sum(1)
+    if centers.shape[0] == 2:  # d1 < d0  <=>  x.(c1 - c0) > (||c1||^2 - ||c0||^2) / 2: one product
+        return (x @ (centers[1] - centers[0]) > (c_sq[1] - c_sq[0]) / 2).long()
+    d = torch.stack([x @ c for c in centers]).mul_(-2.0).add_(c_sq[:, None])  # (k, N)
+    return d.argmin(0)
 
 
 def _update_centers(x, labels, k, weights, old):
     """Weighted mean of each cluster's points (``old`` for an empty one): one product of a ``(k, N)`` one-hot
     weight matrix with ``x`` (a single pass over the points, ~10x faster on a CPU than ``index_add_``)."""
-    onehot = (labels[None, :] == torch.arange(k, device=x.device)[:, None]).to(x.dtype)  # (k, N)
-    if weights is not None:
-        onehot.mul_(weights[None, :])
-    sums = onehot @ x
-    counts = onehot.sum(1)
+    if k == 2:  # two matrix-vector products
+        w1 = labels.to(x.dtype)
+        w0 = 1.0 - w1
+        if weights is not None:
+            w0.mul_(weights)
+            w1.mul_(weights)
+        sums, counts = torch.stack([w0 @ x, w1 @ x]), torch.stack([w0.sum(), w1.sum()])
+    else:
+        onehot = (labels[None, :] == torch.arange(k, device=x.device)[:, None]).to(x.dtype)  # (k, N)
+        if weights is not None:
+            onehot.mul_(weights[None, :])
+        sums, counts = onehot @ x, onehot.sum(1)
     empty = counts <= 0
     return torch.where(empty[:, None], old, sums / counts.clamp_min(1e-12)[:, None])
 
