@@ -2,8 +2,8 @@
 # Score separations of a data dir: SI-SDRi (paper Tables 2-4) and BSS eval v3 GNSDR/GSIR/GSAR (MIREX).
 # Usage: utils/score.sh [options] <data-dir> <exp-dir>
 #   scores <exp-dir>/separate_<set>_<head> (utils/separate.sh) into <exp-dir>/score_<set>_<head>/:
-#     result.json  {"vocals": {"si_sdri", "gnsdr", "gsir", "gsar"}, "accompaniment": {...},
-#                   "n_files", "seconds"}   (length-weighted means, dB)
+#     result.json  {"<source>": {"si_sdri", "gnsdr", "gsir", "gsar"}, ... (each source of the data dir's
+#                   sources file, e.g. vocals, accompaniment), "n_files", "seconds"}   (length-weighted means, dB)
 #     per_utt.csv  per-file scores;  log/score.log
 #   e.g. utils/score.sh --nj 2 --cmd "$decode_cmd" --head both data/test_remix exp/chimera
 #   A head is skipped when its .done records the same options and the same inputs: the separation's
