@@ -173,9 +173,12 @@ class OnlineSeparator:
         if block.ndim != 2 or block.shape[0] != self.channels:
             raise SeparationError(f"a block of shape {block.shape} in a stream of {self.channels} channel(s): "
                                   f"expected ({self.channels}, n)" + (" or (n,)" if self.channels == 1 else ""))
-        if not np.isfinite(block).all():
-            raise SeparationError("the block contains NaN or infinite samples")
-        return np.ascontiguousarray(block, dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, refused below
+            x = np.array(block, dtype=np.float32)  # a copy: audio callbacks refill one buffer; samples are kept
+        if not np.isfinite(x).all():
+            raise SeparationError("the block contains NaN or infinite samples" + (
+                " (beyond float32's range)" if np.isfinite(block).all() else ""))
+        return x
 
     def process(self, block, sample_rate=None):
         """Separate the next block ``(channels, n)`` (or ``(n,)`` for one channel) of float samples.

@@ -222,6 +222,23 @@ def test_bad_blocks_are_refused_and_leave_the_state_alone(model):
     outs.append(live.flush())
     for s in clean:
         np.testing.assert_array_equal(np.concatenate([o[s] for o in outs], -1), clean[s])
+    # An audio callback's way: one buffer refilled for every block (and overwritten after), at the model's
+    # rate (no resampler copies the samples) with residual outputs (the input is held until its estimates).
+    sep = Separator(model, dtype="float32", residual=True)
+    wav = song(1.0, 2, SR)
+    clean = run_online(sep.online(SR, 2, "mi"), wav, sizes)
+    live, buf, outs, i = sep.online(SR, 2, "mi"), np.empty((2, 20000), np.float32), [], 0
+    for n in sizes:
+        m = wav[:, i:i + n].shape[1]
+        buf[:, :m] = wav[:, i:i + n]
+        outs.append(live.process(buf[:, :m]))
+        buf[:] = 0.5
+        i += m
+        with pytest.raises(SeparationError, match="NaN or infinite samples \\(beyond float32"):
+            live.process(np.full((2, 4), 1e300))  # finite as float64
+    outs.append(live.flush())
+    for s in clean:
+        np.testing.assert_array_equal(np.concatenate([o[s] for o in outs], -1), clean[s])
     with pytest.raises(SeparationError, match="flushed"):
         live.process(wav[:, :10])
     with pytest.raises(SeparationError, match="already flushed"):
