@@ -129,6 +129,8 @@ class Prof:
         self.undo = []
 
     def wrap(self, owner, name, label):
+        if not hasattr(owner, name):  # another version of sepkit (profiling an older checkout)
+            return
         orig = getattr(owner, name)
         prof = self
 
