@@ -43,10 +43,14 @@ esac
 sepkit_python
 if [ "$cmd" = utils/run.py ] && [ ! -x utils/run.py ]; then cmd="$utils/run.py"; fi
 case "$head" in
-  mi|dc) heads=$head ;;
-  both) heads=$($python -m sepkit.bin.separate_data --print-heads --model "$model") ;;
+  mi|dc|both) ;;
   *) echo "$0: --head must be mi, dc or both, got '$head'" >&2; exit 1 ;;
 esac
+# the model's heads; and a data dir asking for a source the model does not separate (another stem
+# count) stops here with one line, before any separation dir is made
+known=$("$python" -m sepkit.bin.separate_data --print-heads --model "$model" "$data") || exit 1
+heads=$head
+[ "$head" = both ] && heads=$known
 n_utts=$(wc -l < "$data/wav.scp")
 # the mixtures: wav.scp and the size and time of every file it names (a data dir prepared again
 # from the same files is the same data; audio rewritten in place is not)

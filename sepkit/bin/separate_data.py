@@ -7,8 +7,9 @@ Usage::
         [--device cpu] [--num-threads 0] [--overwrite] DATA OUTDIR
     # after all jobs: check every output exists and write OUTDIR's scp files
     python -m sepkit.bin.separate_data --finalize DATA OUTDIR
-    # print the heads the model can separate with (e.g. "dc mi")
-    python -m sepkit.bin.separate_data --print-heads --model exp/<tag>
+    # print the heads the model can separate with (e.g. "dc mi"); with DATA, first check that the model
+    # separates every source of DATA/sources (else one line naming both, exit 1)
+    python -m sepkit.bin.separate_data --print-heads --model exp/<tag> [DATA]
 
 Writes ``OUTDIR/wav/<source>/<utt>.wav`` (float WAV at the mixture's rate and channel count, as
 :class:`sepkit.Separator` returns it), each atomically; an utterance whose outputs all exist is
@@ -65,6 +66,14 @@ def _load_separator(model, device, dtype=None, segment_frames=None, misi_iters=0
         raise SystemExit(f"separate_data: {exc}") from None
 
 
+def check_sources(sep, model, data):
+    """Exit with one line when the data dir asks for a source that the model does not separate."""
+    missing = [s for s in data.sources if s not in sep.sources]
+    if missing:
+        raise SystemExit(f"separate_data: {model}: the model separates {' '.join(sep.sources)}, "
+                         f"but {data.path}/sources asks for {' '.join(missing)}")
+
+
 def separate(args):
     import torch
 
@@ -87,10 +96,7 @@ def separate(args):
     if args.head not in sep.heads:
         raise SystemExit(f"separate_data: {args.model}: the model has no trained {args.head} head "
                          f"(heads: {' '.join(sep.heads)})")
-    missing = [s for s in data.sources if s not in sep.sources]
-    if missing:
-        raise SystemExit(f"separate_data: {args.model}: the model separates {' '.join(sep.sources)}, "
-                         f"but {data.path}/sources asks for {' '.join(missing)}")
+    check_sources(sep, args.model, data)
     from tqdm import tqdm
 
     from sepkit.separate import SeparationError
@@ -133,7 +139,14 @@ def main(argv=None):
     if args.print_heads:
         if not args.model:
             parser.error("--print-heads needs --model")
-        print(" ".join(_load_separator(args.model, "cpu").heads))
+        sep = _load_separator(args.model, "cpu")
+        if args.data:
+            try:
+                check_sources(sep, args.model, DataDir(args.data))
+            except DataDirError as exc:
+                print(f"separate_data: {exc}", file=sys.stderr)
+                return 1
+        print(" ".join(sep.heads))
         return 0
     if not args.data or not args.outdir:
         parser.error("DATA and OUTDIR are required")
