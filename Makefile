@@ -5,6 +5,10 @@
 VENV := tools/venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -q
+# two pytest-xdist workers, one thread each (no OpenMP oversubscription of a 2-core machine); each test
+# file runs whole on one worker, so its module fixtures are built once and shared workspaces stay private.
+# PYTEST_XDIST= runs the suite in one process (then with OMP_NUM_THREADS=2 unless set).
+PYTEST_XDIST ?= -n 2 --dist loadfile
 
 .PHONY: venv test demo bench clean-demo
 
@@ -12,7 +16,7 @@ venv:
 	@bash tools/install.sh
 
 test: venv
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest $(PYTEST_ARGS) tests
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(if $(strip $(PYTEST_XDIST)),1,2)} $(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS) tests
 
 demo: venv
 	bash utils/demo.sh

@@ -32,7 +32,7 @@ setup(
         "huggingface_hub>=0.24",  # sepkit-separate --model <owner>/<name> (sepkit/hub.py; its errors module)
     ],
     extras_require={
-        "dev": ["pytest", "pytest-timeout", "museval", "hypothesis"],  # museval: the live BSS eval v4 cross-check (tests/test_metrics_v4.py); hypothesis: hostile model files
+        "dev": ["pytest", "pytest-timeout", "pytest-xdist", "museval", "hypothesis"],  # pytest-xdist: make test runs 2 workers; museval: the live BSS eval v4 cross-check (tests/test_metrics_v4.py); hypothesis: hostile model files
         "musdb": ["av"],
         "onnx": ["onnx>=1.14", "onnxruntime>=1.16"],  # sepkit-export --onnx, sepkit-separate --backend onnxruntime
     },
