@@ -105,10 +105,14 @@ def _solve(A, D):
     """``A^-1 D`` for the Gram matrix ``A`` (symmetric, positive semi-definite; its diagonal already raised by
     the float64 eps): Cholesky (half the work of an LU), else LU, else least squares when the references are
     (numerically) dependent."""
-    from scipy.linalg import LinAlgError, solve
+    import warnings
+
+    from scipy.linalg import LinAlgError, LinAlgWarning, solve
 
     try:
-        return solve(A, D, assume_a="pos", check_finite=False)
+        with warnings.catch_warnings():  # band-limited stems (a bass) make G near singular: eps is the remedy
+            warnings.simplefilter("ignore", LinAlgWarning)
+            return solve(A, D, assume_a="pos", check_finite=False)
     except (LinAlgError, ValueError):
         pass
     try:
