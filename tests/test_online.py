@@ -455,3 +455,33 @@ def test_engine_without_delta_context_streams_a_blstm_model_as_in_memory(tmp_pat
     for head in ("mi", "dc"):
         assert_same(streamed(sep, tmp_path / "a.wav", tmp_path, head, block_seconds=0.7),
                     sep.separate(wav, 22050, head=head))
+
+
+def test_dc_time_constant_reaches_the_separation_from_every_cli(model_file, tmp_path, cli, capsys):
+    """--dc-time-constant of sepkit-stream, sepkit-separate and separate_data is the Separator's dc_time_constant:
+    the DC outputs change with it and equal the API's; a non-positive value is one line and no output."""
+    import soundfile as sf
+
+    from sepkit.bin import separate as separate_bin
+    from sepkit.bin.separate_data import _load_separator
+
+    wav = song(1.5, 1, SR)
+    sf.write(tmp_path / "song.wav", wav, SR, subtype="FLOAT")
+    fast = Separator.from_pretrained(model_file, dtype="float32", dc_time_constant=0.05).separate(wav, SR, head="dc")
+    slow = Separator.from_pretrained(model_file, dtype="float32").separate(wav, SR, head="dc")
+    assert max(np.abs(fast[s] - slow[s]).max() for s in fast) > 1e-3  # the constant matters on this song
+    rc, _, err = cli("--model", model_file, "--outdir", tmp_path / "s", "--head", "dc", "--dc-time-constant", 0.05,
+                     tmp_path / "song.wav")
+    assert rc == 0, err
+    assert separate_bin.main(["--no-progress", "--model", str(model_file), "--outdir", str(tmp_path / "o"), "--head",
+                              "dc", "--dtype", "float32", "--dc-time-constant", "0.05", str(tmp_path / "song.wav")]) == 0
+    for s in fast:
+        live = sf.read(tmp_path / "s" / "song" / f"{s}.wav", dtype="float32")[0]
+        np.testing.assert_allclose(live, fast[s], atol=1e-4)
+        np.testing.assert_allclose(sf.read(tmp_path / "o" / "song" / f"{s}.wav", dtype="float32")[0], fast[s], atol=1e-5)
+    assert _load_separator(model_file, "cpu", "float32", dc_time_constant=0.05).dc_time_constant == 0.05
+    capsys.readouterr()
+    rc, _, err = cli("--model", model_file, "--outdir", tmp_path / "bad", "--head", "dc", "--dc-time-constant", 0,
+                     tmp_path / "song.wav")
+    assert rc != 0 and "dc_time_constant must be a positive number" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad" / "song").exists()

@@ -77,6 +77,9 @@ def get_parser():
     p.add_argument("--misi", type=int, default=0, metavar="ITERS",
                    help="MISI phase reconstruction with this many iterations (not with --residual); 0 = the "
                         "mixture's phase, as the paper (0)")
+    p.add_argument("--dc-time-constant", type=float, default=None, metavar="SECONDS",
+                   help="causal models' DC head: time constant of the persistent cluster centres' moving average "
+                        "(docs/online.md; default: sepkit.engine.DC_TIME_CONSTANT)")
     p.add_argument("--subtype", default="FLOAT", help="soundfile subtype of the outputs: FLOAT, PCM_16, PCM_24 (FLOAT)")
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
                    help="what runs the network (everything else is the same): torch, or onnxruntime with an ONNX "
@@ -325,7 +328,9 @@ def load_separator(args):
         sep = Separator.from_pretrained(args.model, device=args.device, dtype=args.dtype, segment_frames=args.segment,
                                         overlap=args.overlap, batch_size=args.batch_size,
                                         dc_memory_mb=args.dc_memory_mb, residual=args.residual,
-                                        progress=not args.no_progress, misi_iters=args.misi, **backend_opts)
+                                        progress=not args.no_progress, misi_iters=args.misi, **backend_opts,
+                                        **({} if getattr(args, "dc_time_constant", None) is None
+                                           else {"dc_time_constant": args.dc_time_constant}))
     except (ModelFileError, SeparationError) as exc:
         raise FileError(str(exc)) from None
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:  # weights that do not fit the settings, bad device

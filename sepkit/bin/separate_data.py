@@ -45,6 +45,9 @@ def get_parser():
                         help="frames per network segment (default: the model's training length)")
     parser.add_argument("--misi-iters", type=int, default=0,
                         help="MISI phase-reconstruction iterations (sepkit.phase); 0 = the mixture's phase (0)")
+    parser.add_argument("--dc-time-constant", type=float, default=None,
+                        help="causal models' DC head: time constant (s) of the persistent cluster centres' moving "
+                             "average (sepkit.engine; default: DC_TIME_CONSTANT)")
     parser.add_argument("--overwrite", action="store_true", help="redo utts whose outputs exist")
     parser.add_argument("data", nargs="?", help="data dir (wav.scp = mixtures)")
     parser.add_argument("outdir", nargs="?", help="separation dir")
@@ -55,13 +58,14 @@ def wav_path(outdir, source, utt):
     return Path(outdir) / "wav" / source / f"{utt}.wav"
 
 
-def _load_separator(model, device, dtype=None, segment_frames=None, misi_iters=0):
+def _load_separator(model, device, dtype=None, segment_frames=None, misi_iters=0, dc_time_constant=None):
     from sepkit import Separator
     from sepkit.model_io import ModelFileError
 
     try:
+        extra = {} if dc_time_constant is None else {"dc_time_constant": dc_time_constant}
         return Separator.from_pretrained(model, device=device, dtype=dtype, segment_frames=segment_frames,
-                                         misi_iters=misi_iters)
+                                         misi_iters=misi_iters, **extra)
     except (ModelFileError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"separate_data: {exc}") from None
 
@@ -92,7 +96,8 @@ def separate(args):
         logger.info("%d of %d utterances already separated, skipping them", len(utts) - len(todo), len(utts))
     if not todo:
         return 0
-    sep = _load_separator(args.model, args.device, args.dtype, args.segment_frames, args.misi_iters)
+    sep = _load_separator(args.model, args.device, args.dtype, args.segment_frames, args.misi_iters,
+                          args.dc_time_constant)
     if args.head not in sep.heads:
         raise SystemExit(f"separate_data: {args.model}: the model has no trained {args.head} head "
                          f"(heads: {' '.join(sep.heads)})")

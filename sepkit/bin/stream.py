@@ -52,6 +52,9 @@ def get_parser():
     p.add_argument("--name", default=None, help="output folder name (default: the input's name, stdin for -)")
     p.add_argument("--head", choices=["mi", "dc"], default=None, help="mask-inference or deep-clustering head "
                    "(persistent centres, docs/online.md); default: mi when the model has it")
+    p.add_argument("--dc-time-constant", type=float, default=None, metavar="SECONDS",
+                   help="DC head: time constant of the persistent cluster centres' moving average (docs/online.md; "
+                        "default: sepkit.engine.DC_TIME_CONSTANT)")
     p.add_argument("--block-ms", type=float, default=20.0, help="milliseconds of input per block (20)")
     p.add_argument("--raw-rate", type=int, default=None, metavar="HZ", help="sample rate of raw PCM input")
     p.add_argument("--raw-channels", type=int, default=None, metavar="C", help="channels of raw PCM input")
@@ -222,7 +225,7 @@ def _run(args):
         sep = load_separator(argparse.Namespace(
             model=args.model, device=args.device, dtype=args.dtype, segment=None, overlap=0.0, batch_size=1,
             dc_memory_mb=0, residual=args.residual, no_progress=True, misi=0, backend="torch", onnx=None,
-            num_threads=args.num_threads, head=args.head))
+            num_threads=args.num_threads, head=args.head, dc_time_constant=args.dc_time_constant))
         try:
             sep.online(sep.sample_rate, 1, args.head)  # refused now (a BLSTM, no DC centres), before any output
         except SeparationError as exc:
