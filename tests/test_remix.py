@@ -224,4 +224,12 @@ def test_cli(tmp_path, capsys):
     assert "--hours does not apply to --mode test" in capsys.readouterr().err
     assert remix_bin.main(["--mode", "test", str(tmp_path / "nodir"), str(out)]) == 1
     assert f"{tmp_path / 'nodir'}: not a directory" in capsys.readouterr().err
+    # a data dir of other stems (4 of MUSDB18, or vocals beside accompaniment parts): one line, nothing written
+    four = DataDir(src)
+    DataDir.create(tmp_path / "four", four.wav, {"vocals": four.source("vocals"), "drums": four.source("accompaniment"),
+                                                 "accompaniment": four.source("accompaniment")})
+    assert remix_bin.main(["--mode", "test", str(tmp_path / "four"), str(tmp_path / "out4")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and f"{tmp_path / 'four' / 'sources'}: lists vocals drums accompaniment" in err
+    assert not (tmp_path / "out4").exists()
     assert sorted(p.name for p in out.iterdir()) == ["cv", "test_remix", "tr"]

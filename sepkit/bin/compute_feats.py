@@ -144,9 +144,9 @@ def load_utt(data, utt, sample_rate):
     out[0] = mix
     for c, (name, src) in enumerate(zip(data.sources, srcs)):
         if abs(src.shape[0] - n) > LENGTH_TOLERANCE * n:
-            fail(f"{data.path / (name + '.scp')}: utterance {utt}: {data.source(name)[utt]} has {src.shape[0]} samples, "
-                 f"the mixture {data.wav[utt]} {n} "
-                 f"(at {sample_rate} Hz; they must agree within {LENGTH_TOLERANCE:.0%})")
+            fail(f"{data.path / (name + '.scp')}: utterance {utt}: {data.source(name)[utt]} has {src.shape[0]} "
+                 f"samples, the mixture {data.wav[utt]} {n} (at {sample_rate} Hz; they must agree within "
+                 f"{LENGTH_TOLERANCE:.0%})")
         m = min(n, src.shape[0])
         out[1 + c, :m] = src[:m]  # trimmed or zero-padded to the mixture's length
     energy = float(np.square(mix, dtype=np.float64).sum())

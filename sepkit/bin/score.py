@@ -7,14 +7,15 @@ Usage::
 
 DATA is the reference data dir (``wav.scp`` = mixture, ``<source>.scp`` per line of ``sources``, any
 number of sources); SEPDIR holds the estimates as ``<source>.scp`` with the same utt ids (what
-``python -m sepkit.bin.separate_data`` writes). A SEPDIR whose ``sources`` file lists other sources
-than DATA's (a separation by a model of other stems) is refused in one line naming both files. Mixture, references and estimates are made mono
-(mean of channels: ``--channels mono``, the default, as in the paper and MIREX) and estimates are
-resampled to the reference rate; ``--sample-rate`` resamples everything to one rate first (0 = the
-reference's own rate). ``--channels each`` scores stereo (or any multichannel) references as they
-are: every channel is scored as a signal of its own (mixture, references and estimates need the same
-channels), the per-file scores are the means over channels, with one source permutation per file
-(the best over all channels together); ``result.json`` then says ``"channels": "each"``.
+``python -m sepkit.bin.separate_data`` writes). A SEPDIR whose ``sources`` file lists other sources than DATA's
+(a separation by a model of other stems) is refused in one line naming both files. Mixture, references
+and estimates are made mono (mean of channels: ``--channels mono``, the default, as in the paper and
+MIREX) and estimates are resampled to the reference rate; ``--sample-rate`` resamples everything to one
+rate first (0 = the reference's own rate). ``--channels each`` scores stereo (or any multichannel)
+references as they are: every channel is scored as a signal of its own (mixture, references and
+estimates need the same channels), the per-file scores are the means over channels, with one source
+permutation per file (the best over all channels together); ``result.json`` then says ``"channels":
+"each"``.
 
 Written to OUTDIR (each file atomically):
 

@@ -152,9 +152,12 @@ def split_songs(songs, valid_fraction, seed):
 def _open_source(src):
     try:
         data = DataDir(src)
-        return data, data.source("vocals"), data.source("accompaniment")
     except DataDirError as exc:
         raise RemixError(str(exc)) from None
+    if sorted(data.sources) != ["accompaniment", "vocals"]:  # other stems would be dropped or missing
+        raise RemixError(f"{data.path / 'sources'}: lists {' '.join(data.sources)}; remixes (the paper's "
+                         "DSD100-remix) are made of vocals and accompaniment only")
+    return data, data.source("vocals"), data.source("accompaniment")
 
 
 def _load_mono(spec, sample_rate, utt):
