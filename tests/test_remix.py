@@ -228,7 +228,8 @@ def test_cli(tmp_path, capsys):
     four = DataDir(src)
     DataDir.create(tmp_path / "four", four.wav, {"vocals": four.source("vocals"), "drums": four.source("accompaniment"),
                                                  "accompaniment": four.source("accompaniment")})
-    assert remix_bin.main(["--mode", "test", str(tmp_path / "four"), str(tmp_path / "out4")]) == 1
+    assert remix_bin.main(["--mode", "test", "--test-seconds", "1"] + common + [str(tmp_path / "four"),
+                                                                           str(tmp_path / "out4")]) == 1
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and f"{tmp_path / 'four' / 'sources'}: lists vocals drums accompaniment" in err
     assert not (tmp_path / "out4").exists()
