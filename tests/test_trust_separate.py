@@ -152,7 +152,10 @@ def test_signal_leaves_no_temporary_folder(tmp_path, exp_dir, sig):  # noqa: F81
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "sepkit.bin.separate", "--no-progress", "--quiet", "--segment",
                              "20", "--model", str(exp_dir), "--outdir", str(out), str(done), str(long)],
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+                            # the signal's default action, as in a terminal: under nohup SIGHUP arrives ignored, and
+                            # sepkit-separate keeps an inherited SIG_IGN on purpose (nohup's meaning)
+                            preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
     try:
         assert _wait_for(lambda: out.is_dir() and any(p.name.startswith(".long.") for p in out.iterdir())), \
             "the long file's temporary folder never appeared"
@@ -165,6 +168,25 @@ def test_signal_leaves_no_temporary_folder(tmp_path, exp_dir, sig):  # noqa: F81
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and f"stopped by {sig.name}" in lines[0], lines
     assert outputs(out) == ["first", "first/accompaniment.wav", "first/vocals.wav"]  # no hidden folder
+
+
+def test_an_ignored_hangup_stays_ignored(tmp_path, exp_dir):  # noqa: F811
+    """Under nohup (SIGHUP inherited as SIG_IGN) a hang-up does not stop sepkit-separate: every output is written."""
+    long = write(tmp_path / "long.wav", (1, 16000 * 240), 16000, subtype="PCM_16")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "sepkit.bin.separate", "--no-progress", "--quiet", "--segment",
+                             "20", "--model", str(exp_dir), "--outdir", str(out), str(long)],
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        assert _wait_for(lambda: out.is_dir() and any(p.name.startswith(".long.") for p in out.iterdir()))
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    assert outputs(out) == ["long", "long/accompaniment.wav", "long/vocals.wav"]
 
 
 def test_stale_temporary_folders_of_dead_runs_are_removed(tmp_path, capsys, exp_dir):  # noqa: F811
