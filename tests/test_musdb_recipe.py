@@ -118,6 +118,24 @@ def test_rerun_skips_scoring(recipe):
     assert (rec / "exp" / TAG / "score_musdb18_test_mi" / "result_v4.json").stat().st_mtime_ns == before
 
 
+def test_dynamic_mix_trains_from_the_training_stems(recipe):
+    """--dynamic_mix true: stage 3 trains on examples mixed on the fly from data/musdb18_train's stems (the train
+    config gets --dynamic_mix true --dm_data), in exp/<tag> of its own; a value other than true/false: one line (utils/parse_options.sh)."""
+    import yaml
+
+    rec, base, first = recipe
+    assert first.returncode == 0
+    tiny = [a if a != TAG else "tiny_dm" for a in TINY]
+    done = run_recipe(rec, "--musdb", base / "musdb", *tiny, "--dynamic_mix", "true", "--stage", "3", "--stop_stage", "3")
+    assert done.returncode == 0, done.stdout[-4000:]
+    conf = yaml.safe_load((rec / "exp" / "tiny_dm" / "config.yaml").read_text())
+    assert conf["dynamic_mix"] is True and conf["dm_data"] == "data/musdb18_train"
+    assert (rec / "exp" / "tiny_dm" / "model.pt").is_file()
+    assert yaml.safe_load((rec / "exp" / TAG / "config.yaml").read_text())["dynamic_mix"] is False
+    bad = run_recipe(rec, "--musdb", base / "musdb", *TINY, "--dynamic_mix", "yes", "--stage", "3")
+    assert bad.returncode != 0 and "option --dynamic_mix is boolean: give true or false, not 'yes'" in bad.stdout
+
+
 def test_hq_layout(tmp_path):
     from sepkit.data.datadir import DataDir
     from sepkit.data.synth_layouts import make_corpus

@@ -30,6 +30,7 @@
 #      accompaniment (silence removed, 16 kHz mono; sepkit.bin.remix --cross-song) added to the training tracks
 #   2  features (conf/feats.yaml) of the training and validation sets, CMVN -> dump/<feat tag>/
 #   3  training with --train_config -> exp/<tag>/
+#      (--dynamic_mix true: examples mixed on the fly from the stems of data/<sets>_train, any --stems; exp tag <config>_dm)
 #      (--average_last N > 1: stages 4-5 use the weight average of its last N checkpoints, exp/<tag>_avg<N>/)
 #   4  separation of data/musdb18_test (stereo, 44.1 kHz out) -> exp/<tag>/separate_musdb18_test_<head>/
 #      (one wav per source)
@@ -49,6 +50,7 @@ mixture=file          # mixture: file (the official mixture) or sum (sum of the 
 stems=2               # sources: 2 = vocals, accompaniment; 4 = vocals, drums, bass, other (data/musdb18_4stems_*)
 aug_hours=0           # hours of cross-track 0 dB remixes added to the training tracks; 0 = none
 aug_segment_seconds=4 # length of each remixed training mixture (s)
+dynamic_mix=false     # true: stage 3 mixes every training example on the fly from stems of different training tracks (random gains 0.25-1.25, channel swaps, offsets; sepkit/data/dynamic_mix.py, docs/data.md); the mixture is the SUM of the stems, not the official mix
 seed=0                # seed of the validation split and the remixes
 ngpu=0                # GPUs for training; 0 = CPU
 num_nodes=1           # machines for training (> 1: inside a SLURM job of that many nodes, see utils/train.sh)
@@ -92,7 +94,10 @@ fi
 [ -n "${feat_conf}" ] || feat_conf=$(utils/feat_conf_of.sh "${train_config}" conf/feats.yaml)
 feat_tag=$(basename "${feat_conf}" .yaml)
 dumpdir=dump/${feat_tag}
-[ -n "${tag}" ] || tag=$(basename "${train_config}" .yaml)
+if [ -z "${tag}" ]; then
+  tag=$(basename "${train_config}" .yaml)
+  if [ "${dynamic_mix}" = true ]; then tag=${tag}_dm; fi
+fi
 expdir=exp/${tag}
 decode_dir=${expdir}  # the model that separates, and where its separations and scores go
 if [ "${average_last}" -gt 1 ]; then decode_dir=${expdir}_avg${average_last}; fi
@@ -135,7 +140,9 @@ fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "Stage 3: training ${train_config} on ${ngpu} GPU(s) -> ${expdir}"
-  utils/train_exp.sh --ngpu "${ngpu}" --num_nodes "${num_nodes}" --cmd "${cuda_cmd}" --train-args "${train_args}" --init-model "${init_model}" --valid-data data/${sets}_valid \
+  targs=${train_args}
+  if [ "${dynamic_mix}" = true ]; then targs="${train_args} --dynamic_mix true --dm_data data/${sets}_train"; fi
+  utils/train_exp.sh --ngpu "${ngpu}" --num_nodes "${num_nodes}" --cmd "${cuda_cmd}" --train-args "${targs}" --init-model "${init_model}" --valid-data data/${sets}_valid \
     --overwrite "${overwrite}" "${train_config}" "${dumpdir}/${train_set}" "${dumpdir}/${sets}_valid" "${expdir}"
   utils/average_exp.sh --overwrite "${overwrite}" "${average_last}" "${expdir}" "${decode_dir}"
 fi
