@@ -114,6 +114,15 @@ class Frontend(nn.Module):
                           window=self.window, center=True, pad_mode="constant", return_complex=True)
         return spec.transpose(-1, -2)  # (B, K, T) -> (B, T, K)
 
+    def frames(self, xpad, a, b):
+        """STFT frames ``[a, b)`` ``(C, b - a, K)`` of signals ``xpad`` ``(C, n)`` zero padded by ``n_fft // 2``
+        at the start (frame a's first sample at ``a * hop``): frames a..b-1 of :meth:`stft`."""
+        c = self.config
+        seg = xpad[:, a * c.hop_length:(b - 1) * c.hop_length + c.n_fft]
+        spec = torch.stft(seg, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length or c.n_fft,
+                          window=self.window, center=False, return_complex=True)
+        return spec.transpose(-1, -2)
+
     def istft(self, spec, length):
         """``(B, T, K)`` complex STFT -> ``(B, length)`` waveform (inverse of :meth:`stft`).
 

@@ -18,7 +18,9 @@ per-block steps are those of :class:`sepkit.engine.BlockEngine`, the streamed fi
 Delay and equality. Every call :meth:`process` with a block of ``n`` samples returns ``n`` samples per
 source; :meth:`flush` returns ``latency_samples`` more. Concatenated, the outputs are ``latency_samples``
 zeros followed by :meth:`Separator.separate <sepkit.separate.Separator.separate>`'s output on the whole
-signal (the causal model's offline path: the network over the whole sequence), to float32 rounding
+signal with ``band="model"`` (the causal model's offline path: the network over the whole sequence; online
+separation keeps the model-rate path, input resampled to the model's rate and estimates back, for its latency:
+the offline default ``band="full"``, :mod:`sepkit.fullband`, differs above the model's rate), to float32 rounding
 (tests/test_online.py: within 1e-5), whatever the block sizes. ``latency_samples`` is the smallest
 fixed delay for which every output sample is complete when it is due (at the input's rate):
 

@@ -51,9 +51,9 @@ import torch
 from sepkit.cluster import kmeans, name_clusters_lowfreq
 from sepkit.engine import DC_TIME_CONSTANT, causal_masks, is_causal
 from sepkit.errors import SeparationError
+from sepkit import fullband
 from sepkit.model_io import build_from_dict, load_model_dict
 from sepkit.names import check_names
-from sepkit.phase import misi
 from sepkit.blockwise import nearest as _nearest
 from sepkit.blockwise import plan_segments, subsample_bins
 from sepkit.blockwise import resample_row as _resample_row
@@ -160,11 +160,14 @@ class Separator:
         silence_db: DC bins more than this below the file's peak are left out of k-means.
         kmeans_points, kmeans_n_init, seed: k-means subsample size, restarts and seed.
         dc_memory_mb: largest DC embedding store before switching to two passes.
-        residual: the last source is the input minus the other estimates, at the input's rate. With
-            masks that sum to one (softmax MI, DC) this equals masking below the model's Nyquist
-            frequency and keeps the input's band above it in the last source (accompaniment)
-            instead of dropping it; the estimates then sum to the input exactly. Default: the
-            paper's path, every source masked and resampled (band-limited to the model's rate).
+        residual: the last source = the mixture minus the others (the other estimates, at the input's
+            rate), for any number of sources; the estimates then sum to the input exactly. On the model
+            band it also keeps the input's band above the model's Nyquist frequency, in the last source.
+        band: ``"full"`` (default): for inputs above the model's rate the masks are applied to the input's
+            own STFT at its rate, so every stem keeps the input's bandwidth (:mod:`sepkit.fullband`: the
+            mapping and the rule above the model's Nyquist frequency); at or below the model's rate it is
+            the model path. ``"model"``: the paper's path, every source masked at the model's rate and
+            resampled back (nothing above the model's Nyquist frequency).
         progress: show a tqdm bar over segments.
         block_frames: frames per STFT / inverse-STFT block (both paths; the streamed window).
         misi_iters: iterations of MISI phase reconstruction (:mod:`sepkit.phase`); 0 = the mixture's
@@ -178,7 +181,8 @@ class Separator:
     def __init__(self, model_dict, device="cpu", dtype=None, segment_frames=None, overlap=DEFAULT_OVERLAP,
                  batch_size=DEFAULT_BATCH, silence_db=40.0, kmeans_points=KMEANS_POINTS, kmeans_n_init=1,
                  seed=0, dc_memory_mb=DC_MEMORY_MB, residual=False, progress=False, block_frames=BLOCK_FRAMES,
-                 misi_iters=0, backend="torch", onnx_path=None, num_threads=0, dc_time_constant=DC_TIME_CONSTANT):
+                 misi_iters=0, backend="torch", onnx_path=None, num_threads=0, dc_time_constant=DC_TIME_CONSTANT,
+                 band="full"):
         self.device = check_device(device)
         if backend not in BACKENDS:
             raise SeparationError(f"unknown backend {backend!r} ({' or '.join(BACKENDS)})")
@@ -224,6 +228,9 @@ class Separator:
         self.dc_memory_bytes = int(dc_memory_mb * 2**20)
         self.residual, self.progress, self.block_frames = bool(residual), progress, int(block_frames)
         self.misi_iters = int(misi_iters)
+        if band not in fullband.BANDS:
+            raise SeparationError(f"unknown band {band!r} ({' or '.join(fullband.BANDS)})")
+        self.band = band
         if not 0 <= self.misi_iters <= MISI_MAX or (self.misi_iters and self.residual):
             raise SeparationError(f"misi_iters must be in [0, {MISI_MAX}] (got {misi_iters}) and needs every source "
                                   "masked (it cannot be combined with residual)")
@@ -288,12 +295,13 @@ class Separator:
         """
         wav = self._check_input(waveform, sample_rate)
         head = self._check_head(head)
-        est = self._estimate(wav, sample_rate, head)  # (S, C, Nm) at the model's rate
+        est = self._estimate(wav, sample_rate, head)  # (S, C, Nm) at the model's rate, or the input's (full band)
         n = wav.shape[-1]
+        rate = sample_rate if fullband.for_rate(self, sample_rate) is not None else self.sample_rate
         out = np.empty((len(self.sources), wav.shape[0], n), dtype=np.float32)
         for s in range(est.shape[0]):  # row by row into one array: no full-size temporaries
             for ch in range(wav.shape[0]):
-                out[s, ch] = _resample_row(est[s, ch], self.sample_rate, sample_rate, n)
+                out[s, ch] = _resample_row(est[s, ch], rate, sample_rate, n)
         del est
         if self.residual:
             out[-1] = wav - out[:-1].sum(0)
@@ -327,7 +335,8 @@ class Separator:
         return head
 
     def _estimate(self, wav, sample_rate, head):
-        """``(C, N)`` numpy at ``sample_rate`` -> estimates ``(S, C, Nm)`` numpy at the model's rate.
+        """``(C, N)`` numpy at ``sample_rate`` -> estimates ``(S, C, Nm)`` numpy at the model's rate, or
+        ``(S, C, N)`` at ``sample_rate`` on the full band (:func:`sepkit.fullband.for_rate`).
 
         With ``residual`` the last source is left out (S - 1 rows).
         """
@@ -343,6 +352,9 @@ class Separator:
             del feats
             if self.residual:
                 masks = masks[..., :-1]
+            fb = fullband.for_rate(self, sample_rate)
+            if fb is not None:  # the input's own STFT at its rate (wav untouched by the resampler)
+                return fullband.reconstruct(fb, torch.from_numpy(wav).to(self.device), masks).cpu().numpy()
             return self._reconstruct(x, masks).cpu().numpy()
 
     @staticmethod
@@ -368,11 +380,7 @@ class Separator:
 
         Identical to frames a..b-1 of :meth:`Frontend.stft` (centred, zero padding).
         """
-        c = self.frontend.config
-        seg = xpad[:, a * c.hop_length:(b - 1) * c.hop_length + c.n_fft]
-        spec = torch.stft(seg, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length or c.n_fft,
-                          window=self.frontend.window, center=False, return_complex=True)
-        return spec.transpose(-1, -2)
+        return self.frontend.frames(xpad, a, b)
 
     def _pad(self, x):
         half = self.frontend.config.n_fft // 2
@@ -422,15 +430,9 @@ class Separator:
     def _reconstruct_block(self, spec, masks, a0, a, end):
         """Mixture STFT frames ``(C, n, K)`` from frame ``a0``, masks ``(n, F, S)`` -> samples ``[a * hop, end)``
         ``(S, C, M)``; the frames outside ``[a, end)`` only complete the overlap-add."""
-        C, n, _ = spec.shape
-        S, hop = masks.shape[-1], self.frontend.config.hop_length
         lin = masks.permute(2, 0, 1) if self.mask_bins == "linear" else self.frontend.mask_to_linear(
             masks.permute(2, 0, 1))  # (S, n, K)
-        if self.misi_iters:  # the whole span of the frames (margins included), then the block's samples
-            y = misi(spec, lin, self.frontend, max(end - a0 * hop, (n - 1) * hop + 1), self.misi_iters)
-            return y[..., (a - a0) * hop:end - a0 * hop]
-        y = self.frontend.istft((spec[None] * lin[:, None]).reshape(S * C, n, -1), end - a0 * hop)
-        return y[:, (a - a0) * hop:].reshape(S, C, -1)
+        return fullband.synth_frames(spec, lin, self.frontend, self.misi_iters, a0, a, end)
 
     # ------------------------------------------------------------------ network over segments
     def _segment_batches(self, feats, head, desc):

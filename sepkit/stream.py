@@ -43,6 +43,7 @@ from sepkit.audio import _format_of, umask_mkstemp
 from sepkit.blockwise import AudioReader, BinSubsample, Resampler, Window, nearest, plan_segments, resampled_length
 from sepkit.engine import BlockEngine, CausalMasks
 from sepkit.errors import SeparationError
+from sepkit import fullband
 
 
 __all__ = ["separate_file"]
@@ -58,6 +59,7 @@ class _Plan:
         self.starts, self.owned, self.L = plan_segments(self.T, sep.segment_frames, sep.overlap)
         self.starts_dev = torch.tensor(self.starts, device=sep.device)
         self.block_samples = max(1, int(round(block_seconds * self.sr)))
+        self.fullband = fullband.for_rate(sep, self.sr)  # None: estimates at the model's rate, resampled back
 
 
 class _Pass(BlockEngine):
@@ -171,7 +173,8 @@ class _Outputs:
 
     def __init__(self, sep, plan, n_est, targets, paths, fmt, subtype, need_input):
         self.plan, self.n_est, self.targets, self.files, self.writers = plan, n_est, targets, [], []
-        self.resampler = Resampler(n_est * plan.channels, sep.sample_rate, plan.sr, plan.n)
+        self.resampler = Resampler(n_est * plan.channels, plan.sr if plan.fullband else sep.sample_rate, plan.sr,
+                                   plan.n)
         self.raw = sf.SoundFile(plan.reader.path) if need_input else None
         try:
             for path in paths:
@@ -273,13 +276,17 @@ def separate_file(sep, in_path, out_paths, head, block_seconds=10.0, subtype=Non
         paths = [dests[0].with_name(f"{head}{t}") for t in range(len(targets))] if named else dests
         out = _Outputs(sep, plan, n_est, targets, paths, fmt, subtype, sep.residual)
         try:
-            run = _Pass(sep, plan, head, f"separate ({head})" + (" 2/2" if head == "dc" else ""), reconstructs=True)
+            run = _Pass(sep, plan, head, f"separate ({head})" + (" 2/2" if head == "dc" else ""),
+                        reconstructs=plan.fullband is None)  # full band: the input's own samples, read again
             if head == "dc" and not sep.causal and held is not None:
                 masks = _held_dc_masks(sep, run, centers, *held)
             else:
                 masks = run.causal_masks() if sep.causal else run.mi_masks() if head == "mi" else run.dc_masks(
                     centers, threshold)
-            run.reconstruct(masks, n_est, out)
+            if plan.fullband is not None:  # the masks on the input's own STFT at its rate (sepkit.fullband)
+                fullband.reconstruct_stream(plan.fullband, run, plan, masks, n_est, out)
+            else:
+                run.reconstruct(masks, n_est, out)
             chosen = list(range(S))
             if named:
                 order = sep._cluster_order(*run.occupancy)

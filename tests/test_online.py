@@ -109,7 +109,7 @@ def assert_delayed_offline(got, ref, delay):
     (8000, 2, "mi", {"block_frames": 7}),  # engine blocks of 7 frames: every step cut mid-way
 ])
 def test_random_blocks_equal_offline(model, sr, channels, head, kw):
-    sep = Separator(model, dtype="float32", **kw)
+    sep = Separator(model, dtype="float32", band="model", **kw)
     wav = song(3.0, channels, sr, seed=sr)
     ref = sep.separate(wav, sr, head=head)
     rng = np.random.default_rng(sr + channels)
@@ -143,7 +143,7 @@ def test_state_carry_is_what_makes_it_equal(model, monkeypatch):
     """The comparison can fail: an LSTM state reset at every block breaks the equality."""
     from sepkit.engine import CausalMasks
 
-    sep = Separator(model, dtype="float32")
+    sep = Separator(model, dtype="float32", band="model")
     wav = song(1.0, 1, SR)
     ref = sep.separate(wav, SR)
     real = CausalMasks._run
@@ -184,7 +184,7 @@ def test_streamed_file_of_a_causal_model_equals_in_memory(model, tmp_path, head)
     """sepkit-separate's streamed path runs a causal model over the whole sequence too (engine blocks of 37 frames)."""
     import soundfile as sf
 
-    sep = Separator(model, dtype="float32", block_frames=37)
+    sep = Separator(model, dtype="float32", band="model", block_frames=37)
     wav = song(2.0, 2, 22050)
     sf.write(tmp_path / "in.wav", wav.T, 22050, subtype="FLOAT")
     outs = {s: tmp_path / f"{s}.wav" for s in sep.sources}
@@ -195,7 +195,7 @@ def test_streamed_file_of_a_causal_model_equals_in_memory(model, tmp_path, head)
 
 
 def test_bad_blocks_are_refused_and_leave_the_state_alone(model):
-    sep = Separator(model, dtype="float32")
+    sep = Separator(model, dtype="float32", band="model")
     wav = song(1.0, 2, 22050)
     sizes = [300, 1, 4000, 77, 9000, 2000, 6671]
     clean = run_online(sep.online(22050, 2, "dc"), wav, sizes)
@@ -224,7 +224,7 @@ def test_bad_blocks_are_refused_and_leave_the_state_alone(model):
         np.testing.assert_array_equal(np.concatenate([o[s] for o in outs], -1), clean[s])
     # An audio callback's way: one buffer refilled for every block (and overwritten after), at the model's
     # rate (no resampler copies the samples) with residual outputs (the input is held until its estimates).
-    sep = Separator(model, dtype="float32", residual=True)
+    sep = Separator(model, dtype="float32", band="model", residual=True)
     wav = song(1.0, 2, SR)
     clean = run_online(sep.online(SR, 2, "mi"), wav, sizes)
     live, buf, outs, i = sep.online(SR, 2, "mi"), np.empty((2, 20000), np.float32), [], 0
@@ -257,10 +257,10 @@ def test_models_and_options_that_cannot_run_online(model):
     with pytest.raises(SeparationError, match="dc_centers"):  # offline too: no k-means fallback
         Separator(no_centres, dtype="float32").separate(song(0.5, 1, SR), SR, head="dc")
     with pytest.raises(SeparationError, match="MISI"):
-        Separator(model, dtype="float32", misi_iters=2).online(SR, 1)
+        Separator(model, dtype="float32", band="model", misi_iters=2).online(SR, 1)
     for rate, chans in [(0, 1), (16000.5, 1), (SR, 0), (SR, True)]:
         with pytest.raises(SeparationError, match="invalid"):
-            Separator(model, dtype="float32").online(rate, chans)
+            Separator(model, dtype="float32", band="model").online(rate, chans)
     with pytest.raises(SeparationError, match="causal model \\(body lstm\\) runs with the torch backend"):
         Separator(model, backend="onnxruntime", onnx_path="causal.onnx")
     with pytest.raises(SeparationError, match="dc_centers must be 2 x 4"):
@@ -272,7 +272,7 @@ def test_offline_causal_masks_are_the_whole_sequence_forward(model):
     forward (lookahead zero frames at the end), not segments."""
     from sepkit.engine import causal_masks
 
-    sep = Separator(model, dtype="float32", block_frames=7)
+    sep = Separator(model, dtype="float32", band="model", block_frames=7)
     x = torch.from_numpy(song(1.0, 1, SR))[None]
     mel = sep._mel(x)[0]
     feats = sep._features(mel)
@@ -317,7 +317,7 @@ def test_cli_file_and_raw_stdin_equal_offline(model_file, tmp_path, cli):
 
     import soundfile as sf
 
-    sep = Separator.from_pretrained(model_file, dtype="float32")
+    sep = Separator.from_pretrained(model_file, dtype="float32", band="model")  # online keeps the model band
     wav = song(1.5, 2, 22050)
     sf.write(tmp_path / "song.wav", wav.T, 22050, subtype="FLOAT")
     rc, out, err = cli("--model", model_file, "--outdir", tmp_path / "out", "--block-ms", 7, "--head", "dc",
@@ -403,7 +403,7 @@ def test_cli_interrupted_leaves_nothing(model_file, tmp_path, cli, monkeypatch):
 
 def test_held_state_does_not_grow_with_the_stream(model):
     """What the separator holds between blocks stays bounded (engine windows, lookahead, output queue)."""
-    sep = Separator(model, dtype="float32")
+    sep = Separator(model, dtype="float32", band="model")
     live = sep.online(22050, 2, "dc")
     wav = song(2.0, 2, 22050)
     held = []
@@ -422,7 +422,7 @@ def test_held_state_does_not_grow_with_the_stream(model):
 @pytest.mark.parametrize("head,what", [("mi", "samples"), ("dc", "embeddings")])
 def test_an_error_of_the_model_stops_the_stream(model, head, what):
     """NaN out of the network: one line, and the half-advanced stream refuses further blocks."""
-    sep = Separator(model, dtype="float32")
+    sep = Separator(model, dtype="float32", band="model")
     live = sep.online(SR, 1, head)
     live.process(song(0.5, 1, SR))
     with torch.no_grad():  # this separator's own copy of the weights

@@ -75,8 +75,9 @@ def test_dc_one_pass_when_embeddings_fit_else_three(tmp_path, monkeypatch):
 
     monkeypatch.setattr(AudioReader, "blocks", blocks)
     wav = write_noise(tmp_path / "a.wav", 2, 8, 22050, seed=2)
-    for memory_mb, n_reads in ((64, 1), (0.1, 3)):
-        sep = Separator(tiny_model_dict(), dtype="float32", block_frames=700, dc_memory_mb=memory_mb)
+    for memory_mb, n_reads, band in ((64, 1, "model"), (0.1, 3, "model"), (64, 2, "full"), (0.1, 4, "full")):
+        # the full band (sepkit.fullband) reads the input once more: its own samples for the reconstruction
+        sep = Separator(tiny_model_dict(), dtype="float32", block_frames=700, dc_memory_mb=memory_mb, band=band)
         reads.clear()
         got = streamed(sep, tmp_path / "a.wav", tmp_path, "dc", block_seconds=3.1, overwrite=True)
         assert len(reads) == n_reads, (memory_mb, reads)

@@ -3,7 +3,7 @@
 Usage::
 
     python -m sepkit.bin.oracle --feat-conf conf/feats.yaml [--masks ibm,wlm,mix] [--nj 2]
-        [--bss true] [--v4 false] [--overwrite] DATA EXPDIR
+        [--band full|model] [--bss true] [--v4 false] [--overwrite] DATA EXPDIR
 
 For every utterance of DATA (``wav.scp`` = mixture, ``<source>.scp`` = references) and every
 "head" in ``--masks``, an estimate of each source is made and scored exactly as
@@ -13,14 +13,21 @@ For every utterance of DATA (``wav.scp`` = mixture, ``<source>.scp`` = reference
 * ``wlm``: the oracle **mel Wiener-like mask** ``|S_c|^2 / sum |S_c'|^2`` on mel magnitudes (mMSA target);
 * ``ibm_lin``, ``wlm_lin``: the same masks on the linear STFT bins (``n_fft / 2 + 1``), applied as they
   are: the ceiling of models whose heads output linear-bin masks (training key ``mask_bins: linear``);
+* ``ibm_stft``, ``wlm_stft``: the same masks on the STFT bins **at the references' own rate** (the full-band
+  grid of :func:`sepkit.fullband.input_grid`: the window duration of ``--feat-conf``), computed from the
+  full-band references and applied to the full-band mixture STFT, no resampling: the ceiling of masking with
+  this window on the whole band;
 * ``mix``: the mixture itself as the estimate of every source (SI-SDRi = NSDR = 0 by definition; its
   SDR/SIR/SAR are the "do nothing" baseline).
 
 The masks use the features of ``--feat-conf`` (sepkit.frontend.FeatureConfig keys): mixture and
 sources are downmixed to mono and resampled to its ``sample_rate``; the mel mask of the mono signals is
-applied to the STFT of every channel of the mixture, inverted with the mixture phase (the path of
-:class:`sepkit.Separator`) and resampled back. So these rows are the ceiling of a mask-based system
-on these features, not of separation in general.
+applied to the STFT of every channel of the mixture, inverted with the mixture phase and resampled back
+(``--band model``), or, with ``--band full`` (the default, the default of :class:`sepkit.Separator`), mapped
+onto the mixture's own STFT at its rate and inverted there (:mod:`sepkit.fullband`: the same mapping and the
+same rule above the model's Nyquist frequency as a model's masks), so the oracle rows follow the path of the
+model rows. So these rows are the ceiling of a mask-based system on these features, not of separation in
+general.
 
 Written per head into ``EXPDIR/score_<set>_<head>/`` (``<set>`` = basename of DATA): ``result.json``
 and ``per_utt.csv`` in the schema of ``sepkit.bin.score`` (so ``sepkit.bin.show_results`` lists them
@@ -38,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sepkit import fullband
 from sepkit.audio import AudioError, resample
 from sepkit.bin.score import per_utt_csv, str2bool, summarize
 from sepkit.data.datadir import DataDir, DataDirError, load_audio
@@ -47,6 +55,8 @@ logger = logging.getLogger("sepkit.bin.oracle")
 
 HEADS = {"ibm": "oracle mel ideal binary mask", "wlm": "oracle mel Wiener-like mask",
          "ibm_lin": "oracle linear-bin ideal binary mask", "wlm_lin": "oracle linear-bin Wiener-like mask",
+         "ibm_stft": "oracle STFT-bin ideal binary mask at the input's rate",
+         "wlm_stft": "oracle STFT-bin Wiener-like mask at the input's rate",
          "mix": "mixture as the estimate"}
 METRICS = ("si_sdr", "si_sdri", "sdr", "sir", "sar", "nsdr")
 
@@ -60,7 +70,11 @@ def get_parser():
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--feat-conf", required=True, help="feature settings (YAML of FeatureConfig keys)")
     parser.add_argument("--masks", default="ibm,wlm,mix",
-                        help="comma-separated heads: ibm, wlm, ibm_lin, wlm_lin, mix (ibm,wlm,mix)")
+                        help="comma-separated heads: ibm, wlm, ibm_lin, wlm_lin, ibm_stft, wlm_stft, mix "
+                             "(ibm,wlm,mix)")
+    parser.add_argument("--band", choices=["full", "model"], default="full",
+                        help="mel and linear-bin masks applied to the mixture's own STFT at its rate (full, "
+                             "sepkit.fullband) or at the features' rate and resampled back (model) (full)")
     parser.add_argument("--nj", type=int, default=1, help="parallel processes (1)")
     parser.add_argument("--bss", type=str2bool, default=True, help="also BSS eval v3 GNSDR/GSIR/GSAR (true)")
     parser.add_argument("--v4", type=str2bool, default=False,
@@ -71,13 +85,15 @@ def get_parser():
     return parser
 
 
-def oracle_estimates(mix, refs, sr, frontend, heads):
+def oracle_estimates(mix, refs, sr, frontend, heads, band="full"):
     """Estimates of every source for each oracle head.
 
     Args:
         mix: ``(C, N)`` mixture at ``sr`` Hz; refs: ``(S, C', N)`` references (any channel count).
         frontend: :class:`sepkit.frontend.Frontend` of the feature settings.
         heads: names from :data:`HEADS`.
+        band: "full" (the mel / linear-bin masks on the mixture's STFT at ``sr`` when ``sr`` is above the
+            features' rate, :mod:`sepkit.fullband`) or "model" (at the features' rate, resampled back).
     Returns:
         ``{head: (S, C, N) float64}`` at ``sr``.
     """
@@ -89,20 +105,28 @@ def oracle_estimates(mix, refs, sr, frontend, heads):
     out = {}
     if "mix" in heads:
         out["mix"] = np.broadcast_to(mix, (S, C, N)).astype(np.float64)
-    masked = [h for h in heads if h != "mix"]
+    masks = {"ibm": ibm, "wlm": wiener_like_mask}
+    for head in [h for h in heads if h.endswith("_stft")]:
+        out[head] = _stft_oracle(mix, refs, sr, frontend, masks[head.removesuffix("_stft")])
+    masked = [h for h in heads if h != "mix" and not h.endswith("_stft")]
     if not masked:
         return out
     fs = frontend.config.sample_rate
+    full = band == "full" and sr > fs
     with torch.inference_mode():
         x = torch.from_numpy(resample(mix.astype(np.float32), sr, fs))  # (C, Nf)
         src = torch.from_numpy(resample(refs.mean(axis=1).astype(np.float32), sr, fs))  # (S, Nf) mono
         spec = frontend.stft(x)  # (C, T, K)
         src_lin = frontend.stft(src).abs()  # (S, T, K)
         src_mel = frontend.mel(src_lin).permute(1, 2, 0)  # (S, T, F) -> (T, F, S)
-        masks = {"ibm": ibm, "wlm": wiener_like_mask}
         for head in masked:
             linear = head.endswith("_lin")
             m = masks[head.removesuffix("_lin")](src_lin.permute(1, 2, 0) if linear else src_mel)  # (T, F|K, S)
+            if full:  # the masks mapped onto the mixture's own STFT at sr (the path of the model rows)
+                fb = _fullband(frontend, "linear" if linear else "mel", sr)
+                x_in = torch.from_numpy(mix.astype(np.float32))
+                out[head] = fullband.reconstruct(fb, x_in, m, renorm=True).double().numpy()  # the masks sum to 1
+                continue
             est = torch.stack([frontend.istft(spec * m[..., s], x.shape[-1]) if linear else
                                frontend.reconstruct(spec, m[..., s].expand(C, -1, -1), x.shape[-1])
                                for s in range(S)])  # (S, C, Nf)
@@ -112,7 +136,29 @@ def oracle_estimates(mix, refs, sr, frontend, heads):
     return out
 
 
-_FRONTEND = {}
+def _stft_oracle(mix, refs, sr, frontend, mask_fn):
+    """Mask ``mask_fn`` of the references' STFT magnitudes at ``sr`` (the full-band grid of ``frontend``'s
+    window duration, mono references) applied to the mixture's STFT at ``sr``: ``(S, C, N)`` float64."""
+    import torch
+
+    fe = _fullband(frontend, "linear", sr).frontend  # the STFT at sr with frontend's window duration
+    N = mix.shape[-1]
+    with torch.inference_mode():
+        spec = fe.stft(torch.from_numpy(mix.astype(np.float32)))  # (C, T, K)
+        src = fe.stft(torch.from_numpy(refs.mean(axis=1).astype(np.float32))).abs()  # (S, T, K)
+        m = mask_fn(src.permute(1, 2, 0))  # (T, K, S)
+        return torch.stack([fe.istft(spec * m[..., s], N) for s in range(m.shape[-1])]).double().numpy()
+
+
+_FRONTEND, _FULLBAND = {}, {}
+
+
+def _fullband(frontend, bins, sr):
+    """The :class:`sepkit.fullband.FullBand` of ``frontend``'s ``bins`` masks at ``sr`` (cached)."""
+    key = (json.dumps(frontend.config.to_dict(), sort_keys=True), bins, int(sr))
+    if key not in _FULLBAND:
+        _FULLBAND[key] = fullband.FullBand(frontend, bins, int(sr), "cpu")
+    return _FULLBAND[key]
 
 
 def _frontend(conf_dict):
@@ -125,8 +171,8 @@ def _frontend(conf_dict):
 
 
 def process_utt(job):
-    """One utterance: ``(utt, mix spec, [ref specs], conf dict, heads, bss, v4)`` -> ``{head: row}``."""
-    utt, mix_spec, ref_specs, conf, heads, bss, v4 = job
+    """One utterance: ``(utt, mix spec, [ref specs], conf dict, heads, bss, v4, band)`` -> ``{head: row}``."""
+    utt, mix_spec, ref_specs, conf, heads, bss, v4, band = job
     try:
         mix, sr = load_audio(mix_spec)
         refs = []
@@ -143,7 +189,7 @@ def process_utt(job):
         raise OracleError(f"utterance {utt}: references have different channel counts {sorted(channels)}")
     mix = mix[:, :n].astype(np.float64)
     refs = np.stack([r[:, :n] for r in refs]).astype(np.float64)  # (S, C', n)
-    ests = oracle_estimates(mix, refs, sr, _frontend(conf), heads)
+    ests = oracle_estimates(mix, refs, sr, _frontend(conf), heads, band)
     ref_mono, mix_mono = refs.mean(axis=1), mix.mean(axis=0)
     # BSS eval of the mixture itself: the NSDR baseline of every head, and the whole "mix" row
     mix_bss = bss_eval(np.broadcast_to(mix_mono, ref_mono.shape), ref_mono) if bss else None
@@ -226,7 +272,7 @@ def main(argv=None):
         logger.info("already scored (pass --overwrite to redo): %s", ", ".join(str(outdirs[h]) for h in done))
         if not heads:
             return 0
-    jobs = [(u, data.wav[u], [data.source(s)[u] for s in data.sources], conf, heads, args.bss, args.v4)
+    jobs = [(u, data.wav[u], [data.source(s)[u] for s in data.sources], conf, heads, args.bss, args.v4, args.band)
             for u in data.utts]
     logger.info("%s: %d utterances, heads %s, features %s", data.path, len(jobs), ", ".join(heads), args.feat_conf)
     try:

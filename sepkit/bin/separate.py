@@ -1,4 +1,4 @@
-"""Separate audio files into vocals and accompaniment with a trained or exported model.
+"""Separate audio files into the model's sources (one file each) with a trained or exported model.
 
 Usage::
 
@@ -8,12 +8,15 @@ Usage::
 MODEL is an ``exp/<tag>`` directory or a file written by ``sepkit-export`` (or its ``.onnx`` export,
 run by onnxruntime: ``--backend``, ``--onnx``, docs/onnx.md). Each FILE (wav, flac,
 anything the installed libsndfile decodes; any sample rate, channel count and length) gives
-``OUT/<FILE name without extension>/<source>.wav`` (``vocals.wav``, ``accompaniment.wav``) at the
-input's sample rate, channel count and length (stereo: masks estimated on the mono downmix, applied
-to each channel), 32-bit float WAV unless ``--subtype``. As in the paper, inputs are resampled to
-the model's rate (16 kHz) and the estimates back, so they hold nothing above its Nyquist frequency;
-``--residual`` makes the accompaniment the input minus the vocals instead (full band, and the two
-outputs sum to the input).
+``OUT/<FILE name without extension>/<source>.wav`` (``vocals.wav``, ``accompaniment.wav``; a 4-stem
+model: ``vocals``, ``drums``, ``bass``, ``other``) at the input's sample rate, channel count and length
+(stereo: masks estimated on the mono downmix, applied to each channel), 32-bit float WAV unless
+``--subtype``. The masks are estimated at the model's rate (16 kHz); with ``--band full`` (the default)
+they are applied to the input's own STFT at its rate, so the stems of a 44.1 kHz song keep its bandwidth
+(:mod:`sepkit.fullband`: above the model's Nyquist frequency each source's mask is its mean over the
+model's top octave); ``--band model`` is the paper's path (input resampled to the model's rate,
+estimates back: nothing above 8 kHz). ``--residual`` makes the last source the mixture minus the others
+(any number of sources; the outputs sum to the input).
 
 Files are read, separated and written in blocks (``Separator.separate_file``, :mod:`sepkit.stream`):
 memory does not grow with their length (bench/bench_memory.py: a 3-hour stereo file in under 1.5 GB).
@@ -72,8 +75,12 @@ def get_parser():
     p.add_argument("--dc-memory-mb", type=float, default=DC_MEMORY_MB,
                    help=f"in-memory API only (Separator.separate); this tool streams and ignores it ({DC_MEMORY_MB})")
     p.add_argument("--residual", action="store_true",
-                   help="accompaniment = input - vocals at the input's rate: keeps the band above the model's "
-                        "Nyquist frequency (8 kHz) in the accompaniment; outputs sum to the input")
+                   help="the last source = mixture minus the others, at the input's rate (any number of "
+                        "sources): the outputs sum to the input")
+    p.add_argument("--band", choices=["full", "model"], default="full",
+                   help="full: masks applied to the input's own STFT at its rate, stems keep its bandwidth "
+                        "(sepkit.fullband); model: masked at the model's rate and resampled back, nothing above "
+                        "its Nyquist frequency (full)")
     p.add_argument("--misi", type=int, default=0, metavar="ITERS",
                    help="MISI phase reconstruction with this many iterations (not with --residual); 0 = the "
                         "mixture's phase, as the paper (0)")
@@ -327,7 +334,7 @@ def load_separator(args):
     try:
         sep = Separator.from_pretrained(args.model, device=args.device, dtype=args.dtype, segment_frames=args.segment,
                                         overlap=args.overlap, batch_size=args.batch_size,
-                                        dc_memory_mb=args.dc_memory_mb, residual=args.residual,
+                                        dc_memory_mb=args.dc_memory_mb, residual=args.residual, band=args.band,
                                         progress=not args.no_progress, misi_iters=args.misi, **backend_opts,
                                         **({} if getattr(args, "dc_time_constant", None) is None
                                            else {"dc_time_constant": args.dc_time_constant}))

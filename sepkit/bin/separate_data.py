@@ -4,7 +4,7 @@ Usage::
 
     # separate (all of DATA's wav.scp, or the part of it in --scp), one wav per source and utt
     python -m sepkit.bin.separate_data --model exp/<tag> --head mi [--scp split/wav.3.scp]
-        [--device cpu] [--num-threads 0] [--overwrite] DATA OUTDIR
+        [--band full|model] [--device cpu] [--num-threads 0] [--overwrite] DATA OUTDIR
     # after all jobs: check every output exists and write OUTDIR's scp files
     python -m sepkit.bin.separate_data --finalize DATA OUTDIR
     # print the heads the model can separate with (e.g. "dc mi"); with DATA, first check that the model
@@ -48,6 +48,9 @@ def get_parser():
     parser.add_argument("--dc-time-constant", type=float, default=None,
                         help="causal models' DC head: time constant (s) of the persistent cluster centres' moving "
                              "average (sepkit.engine; default: DC_TIME_CONSTANT)")
+    parser.add_argument("--band", choices=["full", "model"], default="full",
+                        help="full: masks on the mixture's own STFT at its rate, estimates keep its bandwidth "
+                             "(sepkit.fullband); model: at the model's rate, resampled back (full)")
     parser.add_argument("--overwrite", action="store_true", help="redo utts whose outputs exist")
     parser.add_argument("data", nargs="?", help="data dir (wav.scp = mixtures)")
     parser.add_argument("outdir", nargs="?", help="separation dir")
@@ -58,14 +61,14 @@ def wav_path(outdir, source, utt):
     return Path(outdir) / "wav" / source / f"{utt}.wav"
 
 
-def _load_separator(model, device, dtype=None, segment_frames=None, misi_iters=0, dc_time_constant=None):
+def _load_separator(model, device, dtype=None, segment_frames=None, misi_iters=0, dc_time_constant=None, band="full"):
     from sepkit import Separator
     from sepkit.model_io import ModelFileError
 
     try:
         extra = {} if dc_time_constant is None else {"dc_time_constant": dc_time_constant}
         return Separator.from_pretrained(model, device=device, dtype=dtype, segment_frames=segment_frames,
-                                         misi_iters=misi_iters, **extra)
+                                         misi_iters=misi_iters, band=band, **extra)
     except (ModelFileError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"separate_data: {exc}") from None
 
@@ -97,7 +100,7 @@ def separate(args):
     if not todo:
         return 0
     sep = _load_separator(args.model, args.device, args.dtype, args.segment_frames, args.misi_iters,
-                          args.dc_time_constant)
+                          args.dc_time_constant, args.band)
     if args.head not in sep.heads:
         raise SystemExit(f"separate_data: {args.model}: the model has no trained {args.head} head "
                          f"(heads: {' '.join(sep.heads)})")

@@ -225,7 +225,8 @@ def _run(args):
         sep = load_separator(argparse.Namespace(
             model=args.model, device=args.device, dtype=args.dtype, segment=None, overlap=0.0, batch_size=1,
             dc_memory_mb=0, residual=args.residual, no_progress=True, misi=0, backend="torch", onnx=None,
-            num_threads=args.num_threads, head=args.head, dc_time_constant=args.dc_time_constant))
+            num_threads=args.num_threads, head=args.head, dc_time_constant=args.dc_time_constant,
+            band="model"))  # online keeps the model-rate path (its latency); band is the offline option
         try:
             sep.online(sep.sample_rate, 1, args.head)  # refused now (a BLSTM, no DC centres), before any output
         except SeparationError as exc:
