@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The offline path at the network's speed (issue 22.4): end to end vs the bare network, per head and dtype.
 
-    tools/venv/bin/python bench/bench_e2e.py [--threads 1] [--repeat 5] [--seconds 60] [--net cpu|paper]
+    tools/venv/bin/python bench/bench_e2e.py [--threads 1[,2]] [--repeat 5] [--seconds 60] [--net cpu|paper]
     tools/venv/bin/python bench/bench_e2e.py --profile      # where the time goes, per stage
 
 End to end = ``Separator.separate_file`` (what ``sepkit-separate`` runs): read a 44.1 kHz stereo WAV file,
@@ -14,8 +14,13 @@ dtype, cast to float32 as the separator does, over the same number of segments o
 batches of the same size, on inputs prepared beforehand: the least any separator of that network must
 spend. One pass of it per head (a separator that runs the network twice pays twice).
 
-Both run interleaved round by round in one process (so the machine's load falls on both alike);
-medians of ``--repeat`` rounds; ratio = end to end / bare, target <= 1.15.
+End to end runs twice: serial (``pipeline=False``: everything in the calling thread) and pipelined
+(``pipeline=True``, the default: reading ahead and reconstruction + writing in two worker threads,
+:mod:`sepkit.pipeline`). All three run interleaved round by round in one process (so the machine's load falls
+on all alike); medians of ``--repeat`` rounds; ratio = end to end / bare, target <= 1.15, in wall time and in
+CPU time (the process's, all threads: a pipeline does the same work, so its CPU ratio does not drop; its wall
+time does where a second core is idle). ``--threads 1,2`` repeats every case with 2 torch threads (the bare
+network with 2 threads vs end to end with 2 threads: the network then has the second core too).
 
 Network: ``--net cpu`` (default) the recipes' CPU size (3 x 300 BLSTM, D = 20) on the paper's features
 (16k-512-128-mel150 + deltas, as train_chimera_cpu.yaml); ``--net paper`` 4 x 500. Random weights (the
@@ -224,16 +229,19 @@ def machine():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", default="1", help="torch threads, a comma-separated list: every case with each (1)")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--net", choices=sorted(NETS), default="cpu")
     p.add_argument("--heads", default="mi,dc")
     p.add_argument("--dtypes", default="float32,bfloat16")
     p.add_argument("--block-frames", type=int, default=None, help="Separator(block_frames=) (default: its own)")
-    p.add_argument("--profile", action="store_true", help="per-stage times of one run of each case, then stop")
+    p.add_argument("--band", default=None, help="Separator(band=) when given (default: the Separator's own)")
+    p.add_argument("--profile", action="store_true", help="per-stage times of one run of each case, then stop "
+                   "(the serial path)")
     args = p.parse_args(argv)
-    setup_threads(args.threads)
+    threads = [int(t) for t in str(args.threads).split(",")]
+    setup_threads(threads[0])
     import soundfile as sf
 
     from sepkit import Separator
@@ -250,18 +258,23 @@ def main(argv=None):
         path = tmp / "song.wav"
         sf.write(path, wav.T, sr, subtype="FLOAT")
         nm = int(np.ceil(wav.shape[1] * 16000 / sr))
-        for dtype in args.dtypes.split(","):
+        kw = {k: v for k, v in (("block_frames", args.block_frames), ("band", args.band)) if v}
+        for n_threads, dtype in [(t, d) for t in threads for d in args.dtypes.split(",")]:
+            setup_threads(n_threads)
             try:
-                sep = Separator(md, dtype=dtype, **({"block_frames": args.block_frames} if args.block_frames else {}))
+                sep = Separator(md, dtype=dtype, **kw)
             except SeparationError as exc:
                 print(f"{dtype}: {exc}")
                 continue
             for head in args.heads.split(","):
                 bare, n_seg, L = bare_fn(sep, nm, head)
-                e2e = lambda: sep.separate_file(path, {s: tmp / f"{head}_{s}.wav" for s in sep.sources},  # noqa: E731
-                                                head=head, subtype="FLOAT", overwrite=True)
+                e2e = lambda pipeline: sep.separate_file(  # noqa: E731
+                    path, {s: tmp / f"{head}_{s}.wav" for s in sep.sources}, head=head, subtype="FLOAT",
+                    overwrite=True, pipeline=pipeline)
+                serial, piped = (lambda: e2e(False)), (lambda: e2e(True))
                 bare()
-                e2e()  # warm-up
+                serial()  # warm-up
+                piped()
                 if args.profile:
                     rows, total = profile(sep, path, tmp, head, "prof")
                     t_bare = statistics.median(timed(bare) for _ in range(3))
@@ -271,12 +284,14 @@ def main(argv=None):
                     for k, v in sorted(rows.items(), key=lambda kv: -kv[1]):
                         print(f"  {k:<44s} {v:7.3f} s  {100 * v / total:5.1f} %")
                     continue
-                (e_wall, e_cpu), (b_wall, b_cpu) = interleaved([e2e, bare], args.repeat)  # medians
+                (b_wall, b_cpu), (s_wall, s_cpu), (p_wall, p_cpu) = interleaved([bare, serial, piped], args.repeat)
                 load = os.getloadavg()[0]
-                results.append((head, dtype, e_wall, b_wall, e_cpu, b_cpu, load))
-                r = results[-1]
-                print(f"{head.upper()} {dtype}: end to end {r[2]:.3f} s, bare {r[3]:.3f} s, ratio {r[2] / r[3]:.3f} "
-                      f"(CPU {r[4]:.3f} / {r[5]:.3f} = {r[4] / r[5]:.3f}), load {load:.2f}", flush=True)
+                results.append((torch.get_num_threads(), head, dtype, b_wall, s_wall, p_wall, b_cpu, s_cpu, p_cpu,
+                                 load))
+                print(f"{n_threads} thread(s) {head.upper()} {dtype}: bare {b_wall:.3f} s, serial {s_wall:.3f} s "
+                      f"({s_wall / b_wall:.3f}), pipelined {p_wall:.3f} s ({p_wall / b_wall:.3f}); CPU bare "
+                      f"{b_cpu:.3f} s, serial {s_cpu:.3f} ({s_cpu / b_cpu:.3f}), pipelined {p_cpu:.3f} "
+                      f"({p_cpu / b_cpu:.3f}); load {load:.2f}", flush=True)
     if results:
         print(table(results, args))
     return results
@@ -289,12 +304,13 @@ def timed(fn):
 
 
 def table(results, args):
-    lines = [f"\n| head | dtype | end to end s | bare network s | ratio | CPU s ratio | RTF end to end | target | "
-             f"load avg |", "|---|---|---:|---:|---:|---:|---:|---|---:|"]
-    for head, dtype, e, b, ec, bc, load in results:
-        ok = "ok" if e / b <= TARGET else "FAIL"
-        lines.append(f"| {head.upper()} | {dtype} | {e:.3f} | {b:.3f} | {e / b:.3f} | {ec / bc:.3f} | "
-                     f"{e / args.seconds:.4f} | <= {TARGET} {ok} | {load:.2f} |")
+    lines = ["\n| torch threads | head | dtype | bare network s | serial s | pipelined s | serial / bare: wall (CPU) | "
+             "pipelined / bare: wall (CPU) | RTF pipelined | target (wall, pipelined) | load avg |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for n, head, dtype, b, s, p, bc, sc, pc, load in results:
+        ok = "ok" if p / b <= TARGET else "FAIL"
+        lines.append(f"| {n} | {head.upper()} | {dtype} | {b:.3f} | {s:.3f} | {p:.3f} | {s / b:.3f} ({sc / bc:.3f}) | "
+                     f"{p / b:.3f} ({pc / bc:.3f}) | {p / args.seconds:.4f} | <= {TARGET} {ok} | {load:.2f} |")
     return "\n".join(lines)
 
 

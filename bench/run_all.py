@@ -256,9 +256,10 @@ def bench_onnx_rows(repeat):
 def bench_e2e_rows(repeat, threads):
     """Issue 22.4: sepkit-separate's path vs the bare network (bench/bench_e2e.py), per head and dtype."""
     res = quiet(bench_e2e.main, ["--threads", str(threads), "--repeat", str(max(repeat, 3))])
-    for head, dtype, e, b, ec, bc, load in res:
+    for n, head, dtype, b, e_serial, e, bc, ec_serial, ec, load in res:  # e: the pipelined path (the default)
         row(f"end to end vs bare network, 60 s, {head.upper()} head, {dtype} (3x300)", e, b, "s", bench_e2e.TARGET,
-            f"CPU-time ratio {ec / bc:.2f}; {threads} thread(s); load {load:.1f}")
+            f"pipelined; CPU-time ratio {ec / bc:.2f}; serial {e_serial / b:.2f} (CPU {ec_serial / bc:.2f}); "
+            f"{n} thread(s); load {load:.1f}")
 
 
 def bench_online_rows(repeat):

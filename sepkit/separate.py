@@ -307,17 +307,21 @@ class Separator:
             out[-1] = wav - out[:-1].sum(0)
         return {name: out[s].reshape(np.shape(waveform)) for s, name in enumerate(self.sources)}
 
-    def separate_file(self, in_path, out_paths, head=None, block_seconds=10.0, subtype=None, overwrite=False):
+    def separate_file(self, in_path, out_paths, head=None, block_seconds=10.0, subtype=None, overwrite=False,
+                      pipeline=True):
         """Separate audio file ``in_path`` streamed (:mod:`sepkit.stream`): memory does not grow with its length.
 
         ``out_paths``: ``{source: path}`` or paths in source order, written at the input's rate,
         channels and length (soundfile ``subtype``), each under a temporary name renamed onto the
         path once all are complete; existing files need ``overwrite``. Outputs equal :meth:`separate`'s.
         Returns ``(sample_rate, channels, samples)`` of the input. Raises AudioError (input),
-        SeparationError (model), FileExistsError, OSError (writing).
+        SeparationError (model), FileExistsError, OSError (writing). ``pipeline``: the next block read (and
+        resampled) and the finished ones reconstructed and written in two worker threads while this one runs the
+        network (:mod:`sepkit.pipeline`); the outputs are the same bits as with ``pipeline=False`` (all in this thread).
         """
         with self._cast_cache():
-            return _separate_file(self, in_path, out_paths, self._check_head(head), block_seconds, subtype, overwrite)
+            return _separate_file(self, in_path, out_paths, self._check_head(head), block_seconds, subtype, overwrite,
+                                  pipeline)
 
     def _cast_cache(self):
         """A disabled autocast context around a whole separation: the network's own autocast contexts (one per

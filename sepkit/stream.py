@@ -29,6 +29,7 @@ causal model (body ``lstm``) reads the file once with either head: its network r
 sequence with its state carried from block to block (:class:`sepkit.engine.CausalMasks`), and its DC
 masks come from the persistent centres of :mod:`sepkit.engine` (no k-means, no naming rule).
 """
+import copy
 import errno
 import os
 import shutil
@@ -43,6 +44,7 @@ from sepkit.audio import _format_of, umask_mkstemp
 from sepkit.blockwise import AudioReader, BinSubsample, Resampler, Window, nearest, plan_segments, resampled_length
 from sepkit.engine import BlockEngine, CausalMasks
 from sepkit.errors import SeparationError
+from sepkit.pipeline import Stages, WriteBehind
 from sepkit import fullband
 
 
@@ -52,13 +54,14 @@ __all__ = ["separate_file"]
 class _Plan:
     """What every pass over one input shares: its size, the model-rate length and the segments."""
 
-    def __init__(self, sep, reader, block_seconds):
+    def __init__(self, sep, reader, block_seconds, stages=None):
         self.reader, self.sr, self.channels, self.n = reader, reader.sample_rate, reader.channels, reader.frames
         self.nm = resampled_length(self.n, self.sr, sep.sample_rate)
         self.T = sep.frontend.num_frames(self.nm)
         self.starts, self.owned, self.L = plan_segments(self.T, sep.segment_frames, sep.overlap)
         self.starts_dev = torch.tensor(self.starts, device=sep.device)
         self.block_samples = max(1, int(round(block_seconds * self.sr)))
+        self.stages = stages or Stages(False)  # the pipeline's worker threads (sepkit.pipeline), or none
         self.fullband = fullband.for_rate(sep, self.sr)  # None: estimates at the model's rate, resampled back
 
 
@@ -75,16 +78,25 @@ class _Pass(BlockEngine):
         # reconstructs: else samples are dropped as soon as their frames have a mel
         super().__init__(sep, plan.channels, plan.nm, feed=self._read, keep_samples=reconstructs)
         self.p, self.head = plan, head
-        self.blocks = plan.reader.blocks(plan.block_samples)
-        self.resampler = Resampler(plan.channels, plan.sr, sep.sample_rate, plan.nm)
+        self.samples = plan.stages.prefetch(_model_rate_blocks(plan, sep.sample_rate))  # read ahead (pipeline)
         self.bar = tqdm(total=len(plan.starts), desc=desc, unit="seg", leave=False,
                         disable=None if (sep.progress and head) else True)
 
     def _read(self):
-        block = next(self.blocks, None)
-        last = block is None
-        y = self.resampler.push(np.zeros((self.p.channels, 0), np.float32) if last else block, last)
-        self.push(torch.from_numpy(y).to(self.sep.device))
+        y = next(self.samples, None)
+        self.push(torch.from_numpy(np.zeros((self.p.channels, 0), np.float32) if y is None else y).to(self.sep.device))
+
+    def frozen(self, b0):
+        """A copy of this pass whose windows stay as they are now, to reconstruct frames before ``b0`` from in the
+        writer thread while this pass goes on (later steps replace a window's tensors, never write into them).
+        The samples that frame ``b0 - 1`` reads are read first (the held DC path reads them only when asked)."""
+        self.xpad((b0 - 1) * self.hop, (b0 - 1) * self.hop + self.n_fft)
+        snap = copy.copy(self)
+        for k, v in vars(self).items():
+            if isinstance(v, Window):
+                setattr(snap, k, copy.copy(v))
+        snap.feed = None
+        return snap
 
     def batches(self):
         """Yield ``(i, j, idx, out)``: network outputs ``(B, L, F, X)`` of segments ``i..j-1``, frames ``idx``."""
@@ -158,10 +170,28 @@ class _Pass(BlockEngine):
             while self.masks.end < b0:
                 next(masks)
             end = p.nm if b == p.T else b * self.hop
-            emit(self.synth(a0, a, b0, end, n_est).cpu().numpy(), b == p.T)
+            if isinstance(emit, WriteBehind):  # pipeline: the block reconstructed and written in the writer thread
+                emit.later(_synth_emit, self.frozen(b0), a0, a, b0, end, n_est, b == p.T)
+            else:
+                emit(self.synth(a0, a, b0, end, n_est).cpu().numpy(), b == p.T)
             self.drop_synthesised(b * self.hop)
         for _ in masks:  # nothing left: closes the batches' progress bar
             pass
+
+
+def _model_rate_blocks(plan, rate):
+    """The input's blocks of ``plan.block_samples`` resampled to ``rate``, ``(C, n)`` numpy; the last one ends
+    the resampler (its tail). What the reader stage of the pipeline runs."""
+    resampler = Resampler(plan.channels, plan.sr, rate, plan.nm)
+    for block in plan.reader.blocks(plan.block_samples):
+        yield resampler.push(block, False)
+    yield resampler.push(np.zeros((plan.channels, 0), np.float32), True)
+
+
+def _synth_emit(emit, run, a0, a, b0, end, n_est, last):
+    """One block reconstructed from the frozen pass ``run`` (:meth:`_Pass.frozen`) and handed to ``emit``: the
+    writer stage's call."""
+    emit(run.synth(a0, a, b0, end, n_est).cpu().numpy(), last)
 
 
 class _Outputs:
@@ -255,12 +285,18 @@ def _destinations(sources, out_paths, overwrite):
     return dests
 
 
-def separate_file(sep, in_path, out_paths, head, block_seconds=10.0, subtype=None, overwrite=False):
-    """:meth:`sepkit.separate.Separator.separate_file` (see there and this module's text)."""
+def separate_file(sep, in_path, out_paths, head, block_seconds=10.0, subtype=None, overwrite=False, pipeline=True):
+    """:meth:`sepkit.separate.Separator.separate_file` (see there and this module's text); ``pipeline``: read
+    ahead and write behind in worker threads (:mod:`sepkit.pipeline`, same outputs)."""
+    with Stages(pipeline) as stages:
+        return _separate_file(sep, in_path, out_paths, head, block_seconds, subtype, overwrite, stages)
+
+
+def _separate_file(sep, in_path, out_paths, head, block_seconds, subtype, overwrite, stages):
     dests = _destinations(sep.sources, out_paths, overwrite)
     if not block_seconds > 0:
         raise ValueError(f"block_seconds must be positive, got {block_seconds}")
-    plan = _Plan(sep, AudioReader(in_path), block_seconds)
+    plan = _Plan(sep, AudioReader(in_path), block_seconds, stages)
     S, fmt = len(sep.sources), _format_of(dests[0])
     named = head == "dc" and sep.names_clusters and not sep.causal  # a causal model's cluster i is source i
     if named and len({_format_of(d) for d in dests}) > 1:
@@ -274,7 +310,7 @@ def separate_file(sep, in_path, out_paths, head, block_seconds=10.0, subtype=Non
             rests = [slice(c, c + 1) for c in range(n_est)] if named else [slice(0, n_est)]
             targets += [lambda E, wav, r=r: wav - E[r].sum(0) for r in rests]
         paths = [dests[0].with_name(f"{head}{t}") for t in range(len(targets))] if named else dests
-        out = _Outputs(sep, plan, n_est, targets, paths, fmt, subtype, sep.residual)
+        out = stages.write_behind(_Outputs(sep, plan, n_est, targets, paths, fmt, subtype, sep.residual))
         try:
             run = _Pass(sep, plan, head, f"separate ({head})" + (" 2/2" if head == "dc" else ""),
                         reconstructs=plan.fullband is None)  # full band: the input's own samples, read again
