@@ -176,7 +176,7 @@ def for_rate(sep, sample_rate):
     return cache[sample_rate]
 
 
-def synthesize(fb, engine, masks, T, n_est, emit, more=None, renorm=False):
+def synthesize(fb, engine, masks, T, n_est, emit, more=None, renorm=False, schedule=None):
     """Estimates at the input's rate, block by block: ``emit((n_est, C, m) tensor, last)``.
 
     Args:
@@ -184,6 +184,8 @@ def synthesize(fb, engine, masks, T, n_est, emit, more=None, renorm=False):
             (length known). masks: :class:`~sepkit.blockwise.Window` of model masks ``(frames, F, >= n_est)``;
             ``more()`` appends the next ones (None: all are there). T: model frames in all. renorm: see
             :meth:`FullBand.masks` (over all the masks' sources; the first ``n_est`` are synthesised).
+        schedule: None, or ``schedule(block, last)`` runs ``block()`` (the block's estimates from its masks and
+            samples, held by the call: the pipeline's writer thread, :mod:`sepkit.pipeline`) and emits them.
     """
     T_in, N, B = engine.T, engine.length, fb.block_frames
     for a in range(0, T_in, B):
@@ -192,9 +194,14 @@ def synthesize(fb, engine, masks, T, n_est, emit, more=None, renorm=False):
         lo, hi = fb.model_span(a0, b0, T)
         while masks.end < hi:
             more()
-        lin = fb.masks(masks.get(lo, hi), lo, a0, b0, T, renorm)[:n_est]
         end = N if b == T_in else b * fb.hop
-        emit(fb.synth(engine.spec(a0, b0), lin, a0, a, end), b == T_in)
+        if schedule is not None:  # masks, STFT and inverse STFT of the block in the writer thread
+            xpad = engine.xpad(a0 * fb.hop, (b0 - 1) * fb.hop + fb.frontend.config.n_fft)
+            schedule(lambda m=masks.get(lo, hi), xpad=xpad, lo=lo, a0=a0, a=a, b0=b0, end=end: fb.synth(
+                fb._frames(xpad, 0, b0 - a0), fb.masks(m, lo, a0, b0, T, renorm)[:n_est], a0, a, end), b == T_in)
+        else:
+            lin = fb.masks(masks.get(lo, hi), lo, a0, b0, T, renorm)[:n_est]
+            emit(fb.synth(engine.spec(a0, b0), lin, a0, a, end), b == T_in)
         nxt = max(0, b - fb.margin)  # the next block's first frame
         masks.drop_before(min(fb.model_span(nxt, nxt + 1, T)[0], masks.end))
         engine.x.drop_before(max(0, nxt * fb.hop - fb.half))
@@ -212,14 +219,23 @@ def reconstruct(fb, wav, masks, renorm=False):
     return torch.cat(parts, -1)
 
 
+def _write(emit, block, last):
+    """The writer thread's call: a block's estimates computed (``block()``) and handed to ``emit``."""
+    emit(block().cpu().numpy(), last)
+
+
 def reconstruct_stream(fb, run, plan, masks, n_est, emit):
     """Streamed (:mod:`sepkit.stream`): the model masks that generator ``masks`` appends to ``run.masks``
     (model frames of ``plan.T``), applied to the input file's own samples, read again in blocks;
-    ``emit((n_est, C, m) numpy, last)``."""
-    blocks = plan.reader.blocks(plan.block_samples)
+    ``emit((n_est, C, m) numpy, last)``. With the pipeline (``plan.stages``, :mod:`sepkit.pipeline`) the blocks are
+    read ahead in the reader thread and, when ``emit`` has ``later`` (its writer thread), each block's estimates
+    are computed and written there."""
+    blocks = plan.stages.prefetch(plan.reader.blocks(plan.block_samples))
     engine = BlockEngine(fb, plan.channels, plan.n)
     engine.feed = lambda: engine.push(torch.from_numpy(next(blocks)).to(fb.device))
+    later = getattr(emit, "later", None)
     synthesize(fb, engine, run.masks, plan.T, n_est, lambda y, last: emit(y.cpu().numpy(), last),
-               more=lambda: next(masks))
+               more=lambda: next(masks), schedule=None if later is None else lambda block, last: later(_write, block,
+                                                                                                       last))
     for _ in masks:  # nothing left: closes the batches' progress bar
         pass

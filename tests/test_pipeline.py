@@ -197,3 +197,21 @@ def test_cli_pipeline_and_no_pipeline_write_the_same_bits(tmp_path, capsys, exp_
         outs[flag] = {p.name: sf.read(p, dtype="float32")[0].tobytes() for p in (tmp_path / flag / "song").glob("*.wav")}
     assert sorted(outs["--pipeline"]) == ["accompaniment.wav", "vocals.wav"]
     assert outs["--pipeline"] == outs["--no-pipeline"]
+
+
+@pytest.mark.parametrize("band", ["model", "full"])
+def test_reconstruction_runs_in_the_writer_thread(tmp_path, monkeypatch, band):
+    """Every block's inverse STFT (and with it the masking) runs in the writer thread, on both bands."""
+    from sepkit.frontend import Frontend
+
+    seen, real = [], Frontend.istft
+
+    def istft(self, *a, **k):
+        seen.append(threading.current_thread().name)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Frontend, "istft", istft)
+    sep = Separator(tiny_model_dict(), dtype="float32", block_frames=150, band=band)
+    src = song(tmp_path / "in.wav", 2, 6.0, 22050)
+    run(sep, src, tmp_path, "mi", True, block_seconds=2.0)
+    assert len(seen) > 3 and set(seen) == {"sepkit-writer"}
