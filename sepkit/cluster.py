@@ -1,10 +1,21 @@
-"""K-means on DC embeddings (torch, on the embeddings' device) and naming clusters as sources (§3.3)."""
+"""K-means on DC embeddings (torch, on the embeddings' device) and naming clusters as sources (§3.3).
+
+Three naming rules (which k-means cluster is which source; :class:`sepkit.separate.Separator`'s ``dc_naming``):
+
+* ``mi`` (:func:`name_clusters_by_masks`): a Chimera model's own MI head. The overlap of cluster ``c`` with
+  source ``s`` is ``O[c, s] = sum_i w_i [label_i = c] m_i[s]`` over T-F bins ``i`` (``w``: the mixture's
+  magnitude, ``m``: the MI masks); each cluster takes one source, the assignment of largest total overlap.
+* ``centers`` (:func:`name_clusters_by_anchors`): a model file's ``dc_centers``, the mean unit embedding of
+  the bins each source dominates in the validation data at training time (:func:`source_anchor_sums`); each
+  cluster takes one source, the assignment of largest total cosine similarity of centre and anchor.
+* ``lowfreq`` (:func:`name_clusters_lowfreq`): the paper's rule for vocals / accompaniment only.
+"""
 import math
 
 import torch
 
-__all__ = ["kmeans", "KMeansResult", "name_clusters_lowfreq", "labels_to_masks", "source_anchor_sums",
-           "anchors_from_sums"]
+__all__ = ["kmeans", "KMeansResult", "name_clusters_lowfreq", "name_clusters_by_masks", "name_clusters_by_anchors",
+           "labels_to_masks", "source_anchor_sums", "anchors_from_sums"]
 
 
 class KMeansResult(tuple):
@@ -169,6 +180,48 @@ def name_clusters_lowfreq(masks, mel_freqs, cutoff_hz=200.0, active=None):
     occupancy = m.sum((0, 1))  # (2,)
     acc = int(occupancy.argmax())
     return [1 - acc, acc]
+
+
+def _assign(score):
+    """``(k, S)`` scores of cluster c as source s -> ``order``: the cluster of each source (S ints), one source
+    per cluster, the assignment of largest total score (a linear assignment; ties: scipy's choice)."""
+    from scipy.optimize import linear_sum_assignment
+
+    score = score.detach().double().cpu().numpy()
+    if score.shape[0] != score.shape[1]:
+        raise ValueError(f"naming needs as many clusters as sources, got {score.shape[0]} x {score.shape[1]}")
+    clusters, sources = linear_sum_assignment(score, maximize=True)
+    order = [0] * score.shape[1]
+    for c, s in zip(clusters, sources):
+        order[int(s)] = int(c)
+    return order
+
+
+def name_clusters_by_masks(labels, masks, weights=None):
+    """Name k-means clusters by MI masks: ``order[s]`` = the cluster of source ``s``.
+
+    Args:
+        labels: ``(N,)`` cluster of each T-F bin (``0 <= label < k``, ``k = S``).
+        masks: ``(N, S)`` MI masks of the same bins (same network, same forward pass).
+        weights: ``(N,)`` non-negative bin weights (the mixture's magnitude), None = 1.
+    Returns:
+        list of S cluster indices maximising ``sum_s O[order[s], s]``,
+        ``O[c, s] = sum_i w_i [label_i = c] masks[i, s]``.
+    """
+    masks = masks.double()
+    if weights is not None:
+        masks = masks * weights.double().clamp_min(0)[:, None]
+    k = masks.shape[1]
+    overlap = torch.zeros(k, k, dtype=torch.float64, device=masks.device).index_add_(0, labels.long(), masks)
+    return _assign(overlap)
+
+
+def name_clusters_by_anchors(centers, anchors):
+    """Name k-means centres ``(k, D)`` by per-source anchors ``(S, D)`` (a model file's ``dc_centers``):
+    ``order[s]`` = the cluster of source ``s``, maximising the total cosine similarity of centre and anchor."""
+    sim = torch.nn.functional.normalize(centers.double(), dim=-1) @ torch.nn.functional.normalize(
+        anchors.double().to(centers.device), dim=-1).t()  # (k, S)
+    return _assign(sim)
 
 
 def source_anchor_sums(embedding, mix_mag, src_mag, silence_db=40.0, lengths=None):

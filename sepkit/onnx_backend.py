@@ -283,10 +283,12 @@ class OnnxNet:
             raise OnnxFileError(f"{path}: onnxruntime cannot load it ({one_line(first, 200)})") from None
 
     def run(self, x, head):
-        name = OUTPUTS[head]
+        """The output of ``head`` (a head's name), or a list of the outputs of ``head`` (a tuple of heads' names,
+        one run of the graph)."""
+        names = [OUTPUTS[h] for h in (head if isinstance(head, tuple) else (head,))]
         feats = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        out = self.session.run([name], {INPUT: feats})[0]
-        return torch.from_numpy(out).to(x.device)
+        outs = [torch.from_numpy(o).to(x.device) for o in self.session.run(names, {INPUT: feats})]
+        return outs if isinstance(head, tuple) else outs[0]
 
 
 def load_backend(model_dict, onnx_path, num_threads=0):

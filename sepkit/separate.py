@@ -17,8 +17,14 @@ exactly that:
    frame). DC head: each frame takes its embeddings from the segment in which it is most central;
    ONE k-means over the whole signal's non-silent bins (a random subsample of at most
    ``kmeans_points`` bins, see below; silent = more than ``silence_db`` below the file's peak),
-   then every bin gets the label of its nearest centre; clusters are named vocals/accompaniment by
-   the paper's < 200 Hz occupancy rule (:func:`sepkit.cluster.name_clusters_lowfreq`).
+   then every bin gets the label of its nearest centre. Naming the clusters (``dc_naming``,
+   :mod:`sepkit.cluster`): a Chimera model by its own MI head ("mi", the default when the model has
+   one: the MI masks come from the same forward pass; the overlap of each cluster with each source's
+   mask on the k-means subsample, weighted by the bins' magnitude, one source per cluster by a linear
+   assignment); a DC-only model by the model file's ``dc_centers`` ("centers", learnt from the
+   validation data at training time: centre and anchor of largest cosine similarity, one source per
+   cluster); "lowfreq" is the paper's < 200 Hz occupancy rule for vocals/accompaniment
+   (:func:`sepkit.cluster.name_clusters_lowfreq`), the default of a DC-only model without ``dc_centers``.
 4. Mel mask -> linear mask -> mixture STFT -> inverse STFT, computed in blocks of frames. Models whose
    heads output linear-frequency masks (``model_conf.mask_bins: linear``) skip the mel -> linear
    transfer: their masks (and DC silence, cluster naming) are on the STFT bins.
@@ -48,7 +54,7 @@ import os
 import numpy as np
 import torch
 
-from sepkit.cluster import kmeans, name_clusters_lowfreq
+from sepkit.cluster import kmeans, name_clusters_by_anchors, name_clusters_by_masks, name_clusters_lowfreq
 from sepkit.engine import DC_TIME_CONSTANT, causal_masks, is_causal
 from sepkit.errors import SeparationError
 from sepkit import fullband
@@ -75,6 +81,7 @@ BLOCK_FRAMES = 1024  # frames per STFT / inverse-STFT block (4096: ~2x the time 
 BACKENDS = ("torch", "onnxruntime")  # what runs the network (sepkit.onnx_backend for onnxruntime)
 
 
+DC_NAMINGS = ("mi", "centers", "lowfreq")  # how DC clusters are named (sepkit.cluster); default: mi if the model has it
 MISI_MAX = 1000  # MISI iterations: each widens every block by one window; gains stop after a few tens
 
 
@@ -176,13 +183,18 @@ class Separator:
             else is the same torch code). onnxruntime runs ``onnx_path`` (``sepkit-export --onnx``), float32
             on the CPU with ``num_threads`` intra-op threads (0 = its default); the file's settings must be
             ``model_dict``'s (:mod:`sepkit.onnx_backend`).
+        dc_naming: how the DC head's k-means clusters are named (see above, :data:`DC_NAMINGS`): "mi" (the
+            model's MI head), "centers" (the model file's ``dc_centers``) or "lowfreq" (< 200 Hz rule);
+            None: "mi" when the model has an MI head, else "centers" when it has ``dc_centers``, else
+            "lowfreq". Causal models name their persistent centres by ``dc_centers`` (cluster i is
+            source i, :mod:`sepkit.engine`) and take no other rule.
     """
 
     def __init__(self, model_dict, device="cpu", dtype=None, segment_frames=None, overlap=DEFAULT_OVERLAP,
                  batch_size=DEFAULT_BATCH, silence_db=40.0, kmeans_points=KMEANS_POINTS, kmeans_n_init=1,
                  seed=0, dc_memory_mb=DC_MEMORY_MB, residual=False, progress=False, block_frames=BLOCK_FRAMES,
                  misi_iters=0, backend="torch", onnx_path=None, num_threads=0, dc_time_constant=DC_TIME_CONSTANT,
-                 band="full"):
+                 dc_naming=None, band="full"):
         self.device = check_device(device)
         if backend not in BACKENDS:
             raise SeparationError(f"unknown backend {backend!r} ({' or '.join(BACKENDS)})")
@@ -212,6 +224,7 @@ class Separator:
         self.heads = [h for h in ("mi", "dc") if h in self.model.heads]
         self.causal = is_causal(self.model)  # whole-sequence network, persistent DC centres (sepkit.engine)
         self.dc_centers = self._dc_centers(model_dict.get("dc_centers"))
+        self.dc_naming = self._resolve_dc_naming(dc_naming)
         if not dc_time_constant > 0:
             raise SeparationError(f"dc_time_constant must be a positive number of seconds, got {dc_time_constant}")
         self.dc_time_constant = float(dc_time_constant)
@@ -268,6 +281,31 @@ class Separator:
             raise SeparationError(f"dc_centers must be {self.n_clusters} x {self.model.emb_dim} finite numbers, "
                                   f"got shape {tuple(c.shape)}")
         return c.to(self.device)
+
+    def _resolve_dc_naming(self, naming):
+        """The DC naming rule (:data:`DC_NAMINGS`) for ``naming`` (None: the default), or a one-line error."""
+        if naming is not None and naming not in DC_NAMINGS:
+            raise SeparationError(f"unknown dc_naming {naming!r} ({', '.join(DC_NAMINGS)})")
+        if "dc" not in self.heads:
+            return None
+        if self.causal:
+            if naming is not None:
+                raise SeparationError(f"dc_naming {naming!r}: a causal model's DC clusters are its persistent centres, "
+                                      "started at the model file's dc_centers (cluster i is source i); no other rule")
+            return None
+        explicit = naming is not None
+        if not explicit:
+            naming = "mi" if "mi" in self.heads else "centers" if self.dc_centers is not None else "lowfreq"
+        if naming == "mi" and "mi" not in self.heads:
+            raise SeparationError(f"dc_naming 'mi' names the DC clusters by the model's MI head, and this model has "
+                                  f"none (heads: {', '.join(self.heads)}); use 'centers' or 'lowfreq'")
+        if naming == "centers" and self.dc_centers is None:
+            raise SeparationError("dc_naming 'centers' needs the model file's dc_centers (written by training since "
+                                  "the causal-model commit), and this model file has none; use 'lowfreq'")
+        if naming == "lowfreq" and explicit and sorted(self.sources) != ["accompaniment", "vocals"]:
+            raise SeparationError(f"dc_naming 'lowfreq' names vocals and accompaniment only, and the model's sources "
+                                  f"are {', '.join(self.sources)}")
+        return naming
 
     def online(self, sample_rate, channels=1, head=None):
         """An :class:`~sepkit.online.OnlineSeparator` of this (causal) model for a live stream of blocks
@@ -460,14 +498,29 @@ class Separator:
                 bar.update(j - i)
 
     def _forward(self, x, head):
-        """Features ``(B, L, Din)`` -> masks ``(B, L, F, C)`` or embeddings ``(B, L, F, D)``, float32."""
+        """Features ``(B, L, Din)`` -> masks ``(B, L, F, C)`` or embeddings ``(B, L, F, D)``, float32; head
+        ``"dc+mi"`` (DC with MI naming, one forward pass for both heads): ``(B, L, F, D + C)``, the embeddings
+        then the masks."""
+        heads = ("dc", "mi") if head == "dc+mi" else (head,)
         if self.backend == "onnxruntime":  # the backend switch: the only place the network runs
-            out = self.model.run(x, head)
+            outs = self.model.run(x, heads)
         else:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                                 enabled=self.autocast_dtype is not None):
-                out = self.model(x, heads=(head,))["mask" if head == "mi" else "embedding"].float()
-        return out.reshape(*x.shape[:2], self.model.n_freq, -1)
+                out = self.model(x, heads=heads)
+            outs = [out["mask" if h == "mi" else "embedding"].float() for h in heads]
+        outs = [o.reshape(*x.shape[:2], self.model.n_freq, -1) for o in outs]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
+
+    @property
+    def dc_fit_head(self):
+        """What the network computes for the k-means subsample: "dc+mi" when the MI head names the clusters."""
+        return "dc+mi" if self.dc_naming == "mi" else "dc"
+
+    @property
+    def dc_fit_width(self):
+        """Values per T-F bin of :attr:`dc_fit_head`'s output: D, or D + C with the MI masks."""
+        return self.model.emb_dim + (self.model.n_sources if self.dc_fit_head == "dc+mi" else 0)
 
     def _mi_masks(self, feats):
         """MI head: masks ``(T, F, C)``, segment masks overlap-added with a Hann cross-fade."""
@@ -497,21 +550,21 @@ class Separator:
         T, F = mel.shape
         D, k = self.model.emb_dim, self.n_clusters
         starts, _, L = plan_segments(T, self.segment_frames, self.overlap)
-        if len(starts) * L * F * D * 4 <= self.dc_memory_bytes:  # one pass: the network's outputs held (segments)
-            held = [(a, b, emb[i, a - s:b - s]) for starts, owned, _, emb in self._segment_batches(feats, "dc", "separate (dc)")
-                    for i, (s, (a, b)) in enumerate(zip(starts, owned))]
+        if len(starts) * L * F * self.dc_fit_width * 4 <= self.dc_memory_bytes:  # one pass: the outputs held
+            held = [(a, b, emb[i, a - s:b - s]) for starts, owned, _, emb in self._segment_batches(
+                    feats, self.dc_fit_head, "separate (dc)") for i, (s, (a, b)) in enumerate(zip(starts, owned))]
             centers, active = self._dc_fit_held(held, mel)
-            labels = torch.cat([_nearest(e, centers) for _, _, e in held])
+            labels = torch.cat([_nearest(e[..., :D], centers) for _, _, e in held])
             del held
         else:  # two passes: the subsample's embeddings, k-means, then the network again for the labels
             active = mel > self._silence_threshold(mel.max())  # (T, F)
             sample = self._dc_sample(active)
             sample_host = sample.cpu().numpy()
-            points = torch.empty(sample.numel(), D, device=mel.device)
-            for starts, owned, _, emb in self._segment_batches(feats, "dc", "separate (dc) 1/2"):
+            points = torch.empty(sample.numel(), self.dc_fit_width, device=mel.device)
+            for starts, owned, _, emb in self._segment_batches(feats, self.dc_fit_head, "separate (dc) 1/2"):
                 self._dc_gather([(a, b, emb[i, a - s:b - s]) for i, (s, (a, b)) in enumerate(zip(starts, owned))],
                                 sample, sample_host, points)
-            centers = self._dc_kmeans(points)
+            centers = self._dc_kmeans(points, mel.reshape(-1)[sample])
             labels = torch.empty(T, F, dtype=torch.long, device=mel.device)
             for starts, owned, _, emb in self._segment_batches(feats, "dc", "separate (dc) 2/2"):
                 for i, (s, (a, b)) in enumerate(zip(starts, owned)):
@@ -527,11 +580,23 @@ class Separator:
             sample = torch.arange(active.numel(), device=active.device)
         return sample[subsample_bins(sample, self.kmeans_points, self.seed)]
 
-    def _dc_kmeans(self, points):
-        """Centres ``(k, D)`` of k-means on the subsample's embeddings ``points`` ``(M, D)``."""
+    def _dc_kmeans(self, points, mags):
+        """Centres ``(k, D)`` of k-means on the subsample's embeddings, named: in source order (centre s is source s)
+        by ``dc_naming`` "mi" or "centers", in k-means' order for "lowfreq" (named at the end, :meth:`_cluster_order`).
+
+        ``points`` ``(M, D)`` embeddings, or ``(M, D + C)`` with the MI masks of the same bins for "mi"; ``mags``
+        ``(M,)``: the mixture's magnitude in those bins (the overlap's weights)."""
         if not bool(torch.isfinite(points).all()):
             raise SeparationError("the model produced NaN or infinite embeddings")
-        return kmeans(points, self.n_clusters, n_init=self.kmeans_n_init, seed=self.seed).centers
+        D = self.model.emb_dim
+        centers = kmeans(points[:, :D], self.n_clusters, n_init=self.kmeans_n_init, seed=self.seed).centers
+        if self.dc_naming == "mi":
+            order = name_clusters_by_masks(_nearest(points[:, :D], centers), points[:, D:], mags)
+        elif self.dc_naming == "centers":
+            order = name_clusters_by_anchors(centers, self.dc_centers)
+        else:
+            return centers
+        return centers[order]
 
     def _dc_gather(self, pieces, sample, sample_host, points):
         """Copy the embeddings of the subsample's bins ``sample`` (sorted; ``sample_host`` on the host) that fall in
@@ -548,16 +613,17 @@ class Separator:
         ``(centres (k, D), non-silent bins (T, F))``."""
         active = mel > self._silence_threshold(mel.max())
         sample = self._dc_sample(active)
-        points = torch.empty(sample.numel(), self.model.emb_dim, device=mel.device)
-        return self._dc_kmeans(self._dc_gather(held, sample, sample.cpu().numpy(), points)), active
+        points = torch.empty(sample.numel(), self.dc_fit_width, device=mel.device)
+        points = self._dc_gather(held, sample, sample.cpu().numpy(), points)
+        return self._dc_kmeans(points, mel.reshape(-1)[sample]), active
 
     def _silence_threshold(self, peak):
         """Mel magnitudes at or below this are silent (DC): ``silence_db`` below the file's peak."""
         return peak.clamp_min(1e-20) * 10 ** (-self.silence_db / 20)
 
     @property
-    def names_clusters(self):  # DC clusters named by the < 200 Hz rule (else in arbitrary order)
-        return self.n_clusters == 2 and sorted(self.sources) == ["accompaniment", "vocals"]
+    def names_clusters(self):  # DC clusters named at the end by the < 200 Hz rule (mi, centers: named centres)
+        return self.dc_naming == "lowfreq" and self.n_clusters == 2 and sorted(self.sources) == ["accompaniment", "vocals"]
 
     def _low_occupancy(self, labels, active):
         """Bins below 200 Hz per cluster ``(k,)``: ``(non-silent ones, all)``; labels, active ``(T, F)``."""
@@ -575,6 +641,8 @@ class Separator:
         (:func:`sepkit.cluster.name_clusters_lowfreq`), counted on the non-silent bins (on all bins
         when nothing below 200 Hz is audible).
         """
+        if self.dc_naming != "lowfreq":  # the centres are in source order already (:meth:`_dc_kmeans`)
+            return list(range(self.n_clusters))
         if self.names_clusters:
             occ = occ_active if bool(occ_active.any()) else occ_all
             vocal, acc = name_clusters_lowfreq(occ.double().view(1, 1, 2), [0.0])  # counts as one bin

@@ -20,8 +20,12 @@ the silent bins (``silence_db`` below it); (1) the network, keeping the embeddin
 (:func:`sepkit.blockwise.subsample_bins`: a uniform random subset, fixed by ``seed``, that does not depend on how
 the file is cut into blocks; the in-memory path fits k-means on the same bins); k-means on them;
 (2) the network again: every bin takes its nearest centre's label and the masks are applied. The
-< 200 Hz naming rule needs the whole file's labels, known only at the end of pass 2, so each
-cluster's estimate is written under a temporary name and named by the final renaming.
+clusters are named as in the in-memory path (``Separator.dc_naming``): by the MI head (its masks
+computed in the same forward pass as the embeddings of the k-means subsample, pass 1 or the one
+pass) or by the model file's ``dc_centers``, both known when k-means ends, so the centres are put in
+source order before any label is given. The < 200 Hz rule ("lowfreq") needs the whole file's labels,
+known only at the end of pass 2, so each cluster's estimate is written under a temporary name and
+named by the final renaming.
 
 The per-block steps (framing with the carried overlap, magnitudes, features, inverse STFT with the
 carried tail) are those of :class:`sepkit.engine.BlockEngine`, which :mod:`sepkit.online` shares. A
@@ -341,9 +345,7 @@ def _fit_centers(sep, plan):
     path, which holds the embeddings below that size): one pass (:func:`_fit_held`). Else passes 0 and 1:
     the file's mel peak, then k-means on the subsample of its non-silent bins (pass 2 runs the network again).
     """
-    from sepkit.cluster import kmeans
-
-    F, D = sep.model.n_freq, sep.model.emb_dim
+    F, D = sep.model.n_freq, sep.dc_fit_width
     if (len(plan.starts) * plan.L * D + plan.T) * F * 4 + plan.channels * plan.nm * 4 <= sep.dc_memory_bytes:
         return _fit_held(sep, plan)
     scan = _Pass(sep, plan)  # pass 0: mel only
@@ -355,19 +357,18 @@ def _fit_centers(sep, plan):
     threshold = sep._silence_threshold(peak)
     F, k = sep.model.n_freq, sep.n_clusters
     active, every, n_active = BinSubsample(sep.kmeans_points, sep.seed), BinSubsample(sep.kmeans_points, sep.seed), 0
-    run = _Pass(sep, plan, "dc", "separate (dc) 1/2")
+    run = _Pass(sep, plan, sep.dc_fit_head, "separate (dc) 1/2")
     for i, j, _, emb in run.batches():
         for a, b, e in run.owned(i, j, emb):
-            e = e.reshape(-1, e.shape[-1])
-            act = (run.mel.get(a, b) > threshold).reshape(-1).nonzero().squeeze(1)
+            mel = run.mel.get(a, b).reshape(-1)
+            e = torch.cat([e.reshape(-1, e.shape[-1]), mel[:, None]], 1)  # each bin's magnitude: the naming's weight
+            act = (mel > threshold).nonzero().squeeze(1)
             active.add(act + a * F, e[act])
             n_active += act.numel()
             if n_active < k:  # a (nearly) silent file so far: k-means may need all bins
                 every.add(torch.arange(a * F, b * F, device=sep.device), e)
     idx, points = (active if n_active >= k else every).result()
-    if not bool(torch.isfinite(points).all()):
-        raise SeparationError("the model produced NaN or infinite embeddings")
-    return kmeans(points, k, n_init=sep.kmeans_n_init, seed=sep.seed).centers, threshold, None
+    return sep._dc_kmeans(points[:, :-1], points[:, -1]), threshold, None
 
 
 def _fit_held(sep, plan):
@@ -375,7 +376,7 @@ def _fit_held(sep, plan):
     copied), the magnitudes on the mask bins ``(T, F)`` and the model-rate sample blocks held; k-means on the
     in-memory path's subsample (:meth:`Separator._dc_fit_held`). Returns ``(centres, threshold, (held pieces
     (a, b, (b - a, F, D)), non-silent bins (T, F), samples))``."""
-    run = _Pass(sep, plan, "dc", "separate (dc) 1/2")
+    run = _Pass(sep, plan, sep.dc_fit_head, "separate (dc) 1/2")
     samples, push = deque(), run.push
     run.push = lambda y: (samples.append(y), push(y))  # what the reconstruction reads again, without the file
     mel = torch.empty(plan.T, sep.model.n_freq, device=sep.device)
@@ -395,7 +396,7 @@ def _held_dc_masks(sep, run, centers, held, active, samples):
     occ = [0, 0]
     while held:
         a, b, e = held.pop(0)
-        labels = nearest(e, centers)
+        labels = nearest(e[..., :sep.model.emb_dim], centers)
         occ = [o + n for o, n in zip(occ, sep._low_occupancy(labels, active[a:b]))]
         run.masks.append(torch.nn.functional.one_hot(labels, sep.n_clusters).float())
         yield

@@ -52,7 +52,7 @@ def test_score_schema_and_values(tmp_path):
     out = tmp_path / "exp" / "x" / "score_test_mi"
     assert score.main([str(data.path), str(sepdir), str(out), "--nj", "2"]) == 0
     result = json.loads((out / "result.json").read_text())
-    assert set(result) == {"vocals", "accompaniment", "n_files", "seconds"}
+    assert set(result) == {"vocals", "accompaniment", "n_files", "seconds", "order_is_best_fraction"}
     for s in ("vocals", "accompaniment"):
         assert set(result[s]) == {"si_sdri", "gnsdr", "gsir", "gsar"}
     assert result["n_files"] == 2

@@ -57,13 +57,14 @@ def test_three_sources_scored_per_source_with_their_mean(tmp_path, capsys):
     assert score.main([str(data.path), str(sepdir), str(out)]) == 0
     assert score_v4.main([str(data.path), str(sepdir), str(out)]) == 0
     result = json.loads((out / "result.json").read_text())
-    assert set(result) == set(SOURCES) | {"n_files", "seconds"}
+    assert set(result) == set(SOURCES) | {"n_files", "seconds", "order_is_best_fraction"}
     si = [result[s]["si_sdri"] for s in SOURCES]
     assert si[0] > si[1] > si[2]  # less noise, better: each row is its own source's
     header = next(csv.reader((out / "per_utt.csv").open()))
     assert [c for c in header if c.endswith("_si_sdr")] == [f"{s}_si_sdr" for s in SOURCES]
     v4 = json.loads((out / "result_v4.json").read_text())
-    assert set(v4) == set(SOURCES) | {score_v4.MEAN_KEY, "n_tracks", "metric"} and v4["n_tracks"] == 2
+    assert set(v4) == set(SOURCES) | {score_v4.MEAN_KEY, "n_tracks", "metric", "order_is_best_fraction"}
+    assert v4["n_tracks"] == 2
     sdr = [v4[s]["sdr"] for s in SOURCES]
     assert sdr[0] > sdr[1] > sdr[2]
     for m in ("sdr", "isr", "sir", "sar"):  # SiSEC: the mean over the sources of their medians over tracks

@@ -187,7 +187,7 @@ class _FreqStub(torch.nn.Module):
 @pytest.mark.parametrize("sources", [("vocals", "accompaniment"), ("accompaniment", "vocals")])
 def test_dc_clusters_named_by_low_frequency_rule(sources):
     """Low-frequency tones land in the cluster holding the < 200 Hz bins: accompaniment (§3.3)."""
-    s = Separator(tiny_model_dict(sources=sources))
+    s = Separator(tiny_model_dict(sources=sources), dc_naming="lowfreq")  # the stub has no MI head
     s.model = _FreqStub(torch.as_tensor(s.mel_freqs < 1000.0))
     t = np.arange(32000) / 16000
     low = 0.3 * np.sin(2 * np.pi * 110 * t) + 0.3 * np.sin(2 * np.pi * 330 * t)

@@ -21,11 +21,14 @@ Written to OUTDIR (each file atomically):
 
 * ``per_utt.csv``: one row per utterance: ``utt, seconds, perm`` and, per source,
   ``<src>_si_sdr, <src>_si_sdri, <src>_sdr, <src>_sir, <src>_sar, <src>_nsdr`` (dB; empty = undefined,
-  e.g. a silent reference).
+  e.g. a silent reference), then ``order_is_best``: 1 when the estimates' own order (the model's source
+  order) is the best permutation, else 0.
 * ``result.json``: ``{"<src>": {"si_sdri", "gnsdr", "gsir", "gsar"}, ..., "n_files", "seconds"}``:
   length-weighted means over the files (best permutation per file, paper Tables 2-4; GNSDR / GSIR /
   GSAR as in MIREX, Table 1), ``n_files`` scored and ``seconds`` of scored audio. Undefined means
-  are ``null``.
+  are ``null``. ``order_is_best_fraction``: the fraction of files whose given order is the best
+  permutation (for the DC head: how often its cluster naming is right; for MI: how often the model
+  would gain from swapping its outputs).
 
 BSS eval costs ~0.6 s per 30 s file at 16 kHz: files are scored by a pool of ``--nj`` processes.
 """
@@ -186,23 +189,29 @@ def summarize(rows, sources, channels="mono"):
                         for key, src_key in SUMMARY.items()}
     result["n_files"] = len(rows)
     result["seconds"] = round(float(sum(lengths)), 3)
+    result["order_is_best_fraction"] = round(sum(map(order_is_best, rows)) / len(rows), 4) if rows else None
     if channels != "mono":
         result["channels"] = channels
     return result
+
+
+def order_is_best(row):
+    """True when a row's best permutation (``perm``: estimate index per reference source) is the given order."""
+    return list(row["perm"]) == list(range(len(row["perm"])))
 
 
 def per_utt_csv(rows, sources):
     """CSV text of the per-utterance scores."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["utt", "seconds", "perm"] + [f"{s}_{m}" for s in sources for m in METRICS])
+    w.writerow(["utt", "seconds", "perm"] + [f"{s}_{m}" for s in sources for m in METRICS] + ["order_is_best"])
     for r in rows:
         cells = [r["utt"], f"{r['seconds']:.3f}", " ".join(map(str, r["perm"]))]
         for c in range(len(sources)):
             for m in METRICS:
                 v = _num(r[m][c]) if m in r else None
                 cells.append("" if v is None else f"{v:.4f}")
-        w.writerow(cells)
+        w.writerow(cells + [int(order_is_best(r))])
     return buf.getvalue()
 
 
@@ -271,6 +280,7 @@ def main(argv=None):
         r = result[name]
         logger.info("%-14s SI-SDRi %s dB  GNSDR %s  GSIR %s  GSAR %s", name, r["si_sdri"], r["gnsdr"], r["gsir"],
                     r["gsar"])
+    logger.info("given order = best permutation in %d of %d files", sum(map(order_is_best, rows)), len(rows))
     logger.info("wrote %s (%d files, %.1f s of audio)", outdir / "result.json", result["n_files"], result["seconds"])
     return 0
 

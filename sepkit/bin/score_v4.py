@@ -21,6 +21,12 @@ Numbers are directly comparable with museval's ``EvalStore`` medians. With two s
 medians (SiSEC 2018's one-figure summary of a 4-stem system; ``null`` when a source's median is
 undefined). The key holds spaces, so no source can take it.
 
+BSS eval v4 takes the estimates in the given order (no permutation search). Beside it, each track gets a
+flag ``order_is_best`` (last column of ``per_track_v4.csv``): 1 when the given order is the best
+permutation by mean SI-SDR over the sources (channels concatenated; the criterion of
+``sepkit.bin.score``), and ``result_v4.json`` the fraction of such tracks, ``order_is_best_fraction``:
+for the DC head, how often its cluster naming is right.
+
 The estimates in SEPDIR must be of DATA's sources: when SEPDIR has a ``sources`` file (every
 separation of ``sepkit.bin.separate_data`` has) that lists other sources, scoring is refused in one
 line naming both files, before anything is written.
@@ -40,6 +46,7 @@ import numpy as np
 from sepkit.audio import AudioError, atomic_path, resample
 from sepkit.bin.score import read_estimates, str2bool
 from sepkit.data.datadir import DataDir, DataDirError, load_audio
+from sepkit.metrics import best_permutation
 from sepkit.metrics_v4 import METRICS_V4, aggregate_v4, bss_eval_v4, track_medians
 
 logger = logging.getLogger("sepkit.bin.score_v4")
@@ -106,7 +113,10 @@ def score_track(job):
     n = min(r.shape[1] for r in refs)
     ref = np.stack([r[:, :n] for r in refs])
     est = np.stack([e[:, :n] if e.shape[1] >= n else np.pad(e, ((0, 0), (0, n - e.shape[1]))) for e in ests])
-    return utt, v4_track(ref, est, sr, win, hop)
+    out = v4_track(ref, est, sr, win, hop)
+    perm, _ = best_permutation(est.reshape(est.shape[0], -1), ref.reshape(ref.shape[0], -1))
+    out["order_is_best"] = perm == list(range(len(perm)))
+    return utt, out
 
 
 def _num(v):
@@ -123,18 +133,21 @@ def summarize_v4(tracks, sources):
                              else _num(np.mean([out[s][m] for s in sources]))) for m in METRICS_V4}
     out["n_tracks"] = len(tracks)
     out["metric"] = METRIC_NAME
+    if tracks and all("order_is_best" in t for _, t in tracks):
+        out["order_is_best_fraction"] = round(sum(bool(t["order_is_best"]) for _, t in tracks) / len(tracks), 4)
     return out
 
 
 def per_track_csv(tracks, sources):
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["utt", "frames"] + [f"{s}_{m}" for s in sources for m in METRICS_V4])
+    flags = bool(tracks) and all("order_is_best" in t for _, t in tracks)
+    w.writerow(["utt", "frames"] + [f"{s}_{m}" for s in sources for m in METRICS_V4] + ["order_is_best"] * flags)
     for utt, t in tracks:
         cells = [utt, t["frames"]]
         for c in range(len(sources)):
             cells += ["" if _num(t[m][c]) is None else f"{t[m][c]:.4f}" for m in METRICS_V4]
-        w.writerow(cells)
+        w.writerow(cells + ([int(t["order_is_best"])] if flags else []))
     return buf.getvalue()
 
 

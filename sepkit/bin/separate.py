@@ -54,7 +54,7 @@ class FileError(Exception):
 
 
 def get_parser():
-    from sepkit.separate import DC_MEMORY_MB, DEFAULT_BATCH, DEFAULT_OVERLAP
+    from sepkit.separate import DC_MEMORY_MB, DC_NAMINGS, DEFAULT_BATCH, DEFAULT_OVERLAP
 
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -87,6 +87,11 @@ def get_parser():
     p.add_argument("--dc-time-constant", type=float, default=None, metavar="SECONDS",
                    help="causal models' DC head: time constant of the persistent cluster centres' moving average "
                         "(docs/online.md; default: sepkit.engine.DC_TIME_CONSTANT)")
+    p.add_argument("--dc-naming", choices=list(DC_NAMINGS), default=None,
+                   help="DC head: how k-means clusters are named: mi (the model's MI head, best overlap, one source "
+                        "per cluster), centers (the model file's dc_centers, learnt at training), lowfreq (the "
+                        "paper's < 200 Hz rule, vocals/accompaniment); default: mi when the model has an MI head, "
+                        "else centers (else lowfreq without dc_centers)")
     p.add_argument("--subtype", default="FLOAT", help="soundfile subtype of the outputs: FLOAT, PCM_16, PCM_24 (FLOAT)")
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
                    help="what runs the network (everything else is the same): torch, or onnxruntime with an ONNX "
@@ -341,6 +346,7 @@ def load_separator(args):
                                         overlap=args.overlap, batch_size=args.batch_size,
                                         dc_memory_mb=args.dc_memory_mb, residual=args.residual, band=args.band,
                                         progress=not args.no_progress, misi_iters=args.misi, **backend_opts,
+                                        dc_naming=getattr(args, "dc_naming", None),
                                         **({} if getattr(args, "dc_time_constant", None) is None
                                            else {"dc_time_constant": args.dc_time_constant}))
     except (ModelFileError, SeparationError) as exc:

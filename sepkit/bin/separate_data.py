@@ -51,6 +51,10 @@ def get_parser():
     parser.add_argument("--band", choices=["full", "model"], default="full",
                         help="full: masks on the mixture's own STFT at its rate, estimates keep its bandwidth "
                              "(sepkit.fullband); model: at the model's rate, resampled back (full)")
+    parser.add_argument("--dc-naming", choices=["mi", "centers", "lowfreq"], default=None,
+                        help="DC head: how k-means clusters are named (mi: the model's MI head; centers: the model "
+                             "file's dc_centers; lowfreq: < 200 Hz rule); default: mi when the model has an MI head, "
+                             "else centers (sepkit.separate.Separator's dc_naming)")
     parser.add_argument("--overwrite", action="store_true", help="redo utts whose outputs exist")
     parser.add_argument("data", nargs="?", help="data dir (wav.scp = mixtures)")
     parser.add_argument("outdir", nargs="?", help="separation dir")
@@ -61,12 +65,14 @@ def wav_path(outdir, source, utt):
     return Path(outdir) / "wav" / source / f"{utt}.wav"
 
 
-def _load_separator(model, device, dtype=None, segment_frames=None, misi_iters=0, dc_time_constant=None, band="full"):
+def _load_separator(model, device, dtype=None, segment_frames=None, misi_iters=0, dc_time_constant=None, band="full",
+                    dc_naming=None):
     from sepkit import Separator
     from sepkit.model_io import ModelFileError
 
     try:
         extra = {} if dc_time_constant is None else {"dc_time_constant": dc_time_constant}
+        extra.update({} if dc_naming is None else {"dc_naming": dc_naming})
         return Separator.from_pretrained(model, device=device, dtype=dtype, segment_frames=segment_frames,
                                          misi_iters=misi_iters, band=band, **extra)
     except (ModelFileError, FileNotFoundError, ValueError) as exc:
@@ -100,7 +106,8 @@ def separate(args):
     if not todo:
         return 0
     sep = _load_separator(args.model, args.device, args.dtype, args.segment_frames, args.misi_iters,
-                          args.dc_time_constant, args.band)
+                          args.dc_time_constant, args.band,
+                          dc_naming=args.dc_naming)
     if args.head not in sep.heads:
         raise SystemExit(f"separate_data: {args.model}: the model has no trained {args.head} head "
                          f"(heads: {' '.join(sep.heads)})")
