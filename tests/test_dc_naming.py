@@ -25,12 +25,13 @@ from sepkit.separate import SeparationError
 N_MELS, EMB = 24, 4
 
 
-def model_dict(sources=("vocals", "accompaniment"), heads=("dc", "mi"), centers=None, seed=0):
-    """A random tiny network (hidden 8, 1 layer, D = 4) of ``len(sources)`` sources as a model-file dict."""
+def model_dict(sources=("vocals", "accompaniment"), heads=("dc", "mi"), centers=None, seed=0, **body):
+    """A random tiny network (hidden 8, 1 layer, D = 4) of ``len(sources)`` sources as a model-file dict; ``body``:
+    more model_conf keys (e.g. a causal body)."""
     torch.manual_seed(seed)
     fc = FeatureConfig(n_mels=N_MELS)
     conf = {"type": "chimera", "input_dim": fc.input_dim, "n_freq": N_MELS, "hidden": 8, "layers": 1,
-            "emb_dim": EMB, "n_sources": len(sources), "heads": list(heads)}
+            "emb_dim": EMB, "n_sources": len(sources), "heads": list(heads), **body}
     net = ChimeraNet(**{k: v for k, v in conf.items() if k != "type"})
     cmvn = CMVN(torch.randn(fc.input_dim) * 0.1 - 3.0, torch.rand(fc.input_dim) + 0.5)
     d = make_model_dict(net, conf, fc.to_dict(), cmvn, sources, {"segment_frames": 20})
@@ -233,6 +234,19 @@ def test_defaults_and_one_line_errors():
         with pytest.raises(SeparationError, match=re.escape(words)) as info:
             Separator(model_dict(**kw), dc_naming=naming)
         assert "\n" not in str(info.value)
+
+
+def test_causal_models_keep_their_persistent_centres():
+    """A causal model's DC clusters are its persistent centres (cluster i = source i): no naming rule, and an
+    explicit one is refused in one line."""
+    d = model_dict(centers=[[1.0, 0, 0, 0], [0, 1.0, 0, 0]], body="lstm", lookahead=0)
+    s = Separator(d, dtype="float32")
+    assert s.causal and s.dc_naming is None
+    est = s.separate((np.random.default_rng(0).standard_normal(8000) * 0.1).astype(np.float32), 16000, head="dc")
+    assert set(est) == {"vocals", "accompaniment"}
+    with pytest.raises(SeparationError, match="causal model's DC clusters are its persistent centres") as info:
+        Separator(d, dc_naming="mi")
+    assert "\n" not in str(info.value)
 
 
 def test_cli_dc_only_model_asked_for_mi(tmp_path, capsys):
