@@ -174,3 +174,21 @@ def test_oracle_rows_follow_the_full_band():
         if not h.endswith("_stft"):  # the model band: resampled to 16 kHz and back
             high = band_energy.band_energy(mix, SR, 8500.0)[0]
             assert max(band_energy.band_energy(e, SR, 8500.0)[0] for e in model[h]) < 1e-4 * high, h
+
+
+def test_command_lines_choose_the_band(tmp_path):
+    """sepkit-separate --band and separate_data --band reach the Separator: full keeps the high band, model not."""
+    from sepkit.bin import separate, separate_data
+    from sepkit.model_io import save_model_dict
+
+    save_model_dict(tmp_path / "m.pt", model_dict())
+    x = white(2, 1.0, seed=4)
+    write_dir(tmp_path / "data", ["vocals", "accompaniment"], {"vocals": x, "accompaniment": 0 * x}, SR)
+    for band in ("full", "model"):
+        assert separate.main(["--model", str(tmp_path / "m.pt"), "--outdir", str(tmp_path / band), "--band", band,
+                              "--dtype", "float32", "-q", "--no-progress", str(tmp_path / "data" / "mix.wav")]) == 0
+        assert separate_data.main(["--model", str(tmp_path / "m.pt"), "--band", band, "--dtype", "float32",
+                                   str(tmp_path / "data"), str(tmp_path / f"sd_{band}")]) == 0
+        for path in (tmp_path / band / "mix" / "vocals.wav", tmp_path / f"sd_{band}" / "wav" / "vocals" / "u1.wav"):
+            y = sf.read(path, dtype="float32", always_2d=True)[0].T
+            assert (high_fraction(y) > 0.05) == (band == "full"), (band, path)
