@@ -24,13 +24,23 @@ there (no resampling of the estimates):
 
 Every input bin's mask is therefore a *convex combination* (weights >= 0 summing to 1) of the model's masks
 (mel -> linear transfer columns, time and frequency interpolation, octave mean): masks that sum to one over
-the sources (softmax MI, one-hot DC, oracle IBM / Wiener-like) still do, with no renormalisation, and the
-estimates still sum to the mixture; an all-ones mask gives the input back (perfect reconstruction).
+the sources (softmax MI, one-hot DC, oracle IBM) still do, with no renormalisation, and the estimates still
+sum to the mixture; an all-ones mask gives the input back (perfect reconstruction). (The oracle Wiener-like
+mask sums to less than one in near-silent bins: its rows renormalise above the Nyquist frequency,
+:meth:`FullBand.masks` ``renorm``.)
 
 Where the input's rate is the model's (or below it), ``band="full"`` is the model path itself, so outputs are
 exactly those of ``band="model"``. The online path (:mod:`sepkit.online`, ``sepkit-stream``) keeps the
 model-rate path (its latency budget). Both the in-memory and streamed file paths use :func:`synthesize`,
 block by block on a :class:`~sepkit.engine.BlockEngine` of input-rate samples, so their outputs are equal.
+
+Measured (egs/musdb18/chimera ``exp/ft_mir1k_s0`` MI head, the 10 7-s excerpts of ``data/musdb18_test``,
+``separate_data --band``, ``score_v4``, ``band_energy``): BSS eval v4 SDR vocals / accompaniment 2.34 / 7.33 dB on
+the model band, 2.43 / 7.61 dB on the full band; the estimates' energy above 8 kHz against the references' -53.7 /
+-46.6 dB -> -5.6 / -0.1 dB. The extension band's start hardly matters for SDR (2-8 kHz, 4-8 kHz, 7.2-8 kHz: within
+0.01 dB); the octave gives the high-band energy closest to the references' (2-8 kHz: -6.3 / +0.7 dB, 7.2-8 kHz:
+-6.8 / +0.7 dB). Oracle rows on the same excerpts (conf/feats.yaml): mel IBM vocals 7.24 -> 7.76 dB, mel Wiener-like
+7.58 -> 7.91 dB (model -> full band); on the full-band STFT itself (``ibm_stft`` / ``wlm_stft``) 7.90 / 8.29 dB.
 """
 import numpy as np
 import torch
