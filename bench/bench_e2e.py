@@ -9,7 +9,8 @@ resample to the model's rate, STFT, mel, features, the network over segments, ma
 k-means + labels), mel -> linear mask, inverse STFT, resample back, write FLOAT WAV (the CLI's default).
 
 Bare network = the model's own forward (``ChimeraNet``: BLSTM body + the linear layer to F x D + the
-requested head: MI per-frequency layers + softmax, or DC tanh + normalisation), under the same autocast
+requested head: MI per-frequency layers + softmax, or DC tanh + normalisation, with the MI head too when it
+names the DC clusters, ``dc_naming`` "mi"), under the same autocast
 dtype, cast to float32 as the separator does, over the same number of segments of the same length in
 batches of the same size, on inputs prepared beforehand: the least any separator of that network must
 spend. One pass of it per head (a separator that runs the network twice pays twice).
@@ -115,13 +116,18 @@ def bare_fn(sep, n_samples_model, head):
     T = sep.frontend.num_frames(n_samples_model)
     starts, _, L = plan_segments(T, sep.segment_frames, sep.overlap)
     x = torch.randn(len(starts), L, sep.frontend.config.input_dim)
-    key = "mask" if head == "mi" else "embedding"
+    # DC named by the MI head (Separator.dc_naming "mi", the default of a Chimera model): its one network pass
+    # computes both heads, so the bare network does too
+    heads = ("dc", "mi") if head == "dc" and getattr(sep, "dc_fit_head", "dc") == "dc+mi" else (head,)
+    keys = ["mask" if h == "mi" else "embedding" for h in heads]
     B, dt = sep.batch_size, sep.autocast_dtype
 
     def run():
         with torch.inference_mode(), torch.autocast("cpu", dtype=dt or torch.float32, enabled=dt is not None):
             for i in range(0, len(starts), B):
-                sep.model(x[i:i + B], heads=(head,))[key].float()
+                out = sep.model(x[i:i + B], heads=heads)
+                for k in keys:
+                    out[k].float()
     return run, len(starts), L
 
 

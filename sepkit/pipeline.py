@@ -10,6 +10,12 @@ order on the same values, so outputs are bitwise those of ``pipeline=False``. so
 torch release the GIL in their work, so on a second idle core the work around the network overlaps with it:
 wall time drops, CPU time does not (the same work is done, plus the threads' hand-offs).
 
+When it is on (``pipeline=None``, the default, is :func:`auto`): only while torch's intra-op threads leave a core
+free (``torch.get_num_threads()`` below the cores this process may use). With as many torch threads as cores the
+workers take turns with the network's OpenMP team, whose threads then wait for each other at every barrier:
+bench/bench_e2e.py measured the pipelined path slower than the serial one with 2 threads on 2 cores
+(bench/RESULTS.md, "Pipelined offline path"). ``pipeline=True`` forces it, ``False`` turns it off.
+
 Worker threads run torch with one OpenMP thread (:func:`single_threaded_torch`): the network keeps the caller's
 ``torch.get_num_threads()``, and no worker starts a second team of OpenMP threads that spin beside it.
 
@@ -25,7 +31,7 @@ import threading
 
 import torch
 
-__all__ = ["DEPTH", "Prefetch", "Worker", "WriteBehind", "Stages", "single_threaded_torch"]
+__all__ = ["DEPTH", "Prefetch", "Worker", "WriteBehind", "Stages", "auto", "single_threaded_torch"]
 
 DEPTH = 2  # blocks queued between two stages (besides the one each is working on)
 _END = object()
@@ -39,6 +45,15 @@ def _symbol(name):
         except (AttributeError, OSError):
             pass
     return None
+
+
+def auto():
+    """Whether the pipeline pays here: torch's threads (this thread's ``torch.get_num_threads()``) leave a core free."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return torch.get_num_threads() < cores
 
 
 def single_threaded_torch():
@@ -189,10 +204,11 @@ class Prefetch:
 
 
 class Stages:
-    """The worker threads of one separation (``enabled``: the pipeline is on), closed together at the end."""
+    """The worker threads of one separation (``enabled``: the pipeline is on; None: :func:`auto`), closed together at
+    the end."""
 
-    def __init__(self, enabled=True):
-        self.enabled, self.open = bool(enabled), []
+    def __init__(self, enabled=None):
+        self.enabled, self.open = bool(auto() if enabled is None else enabled), []
         if self.enabled:
             torch.get_num_threads()  # the caller's per-thread torch setup, before any worker starts
 

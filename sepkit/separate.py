@@ -346,7 +346,7 @@ class Separator:
         return {name: out[s].reshape(np.shape(waveform)) for s, name in enumerate(self.sources)}
 
     def separate_file(self, in_path, out_paths, head=None, block_seconds=10.0, subtype=None, overwrite=False,
-                      pipeline=True):
+                      pipeline=None):
         """Separate audio file ``in_path`` streamed (:mod:`sepkit.stream`): memory does not grow with its length.
 
         ``out_paths``: ``{source: path}`` or paths in source order, written at the input's rate,
@@ -356,6 +356,7 @@ class Separator:
         SeparationError (model), FileExistsError, OSError (writing). ``pipeline``: the next block read (and
         resampled) and the finished ones reconstructed and written in two worker threads while this one runs the
         network (:mod:`sepkit.pipeline`); the outputs are the same bits as with ``pipeline=False`` (all in this thread).
+        None (default): on while torch's threads leave a core free (:func:`sepkit.pipeline.auto`), else off.
         """
         with self._cast_cache():
             return _separate_file(self, in_path, out_paths, self._check_head(head), block_seconds, subtype, overwrite,

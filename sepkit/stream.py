@@ -289,9 +289,9 @@ def _destinations(sources, out_paths, overwrite):
     return dests
 
 
-def separate_file(sep, in_path, out_paths, head, block_seconds=10.0, subtype=None, overwrite=False, pipeline=True):
+def separate_file(sep, in_path, out_paths, head, block_seconds=10.0, subtype=None, overwrite=False, pipeline=None):
     """:meth:`sepkit.separate.Separator.separate_file` (see there and this module's text); ``pipeline``: read
-    ahead and write behind in worker threads (:mod:`sepkit.pipeline`, same outputs)."""
+    ahead and write behind in worker threads (:mod:`sepkit.pipeline`, same outputs; None: when a core is free)."""
     with Stages(pipeline) as stages:
         return _separate_file(sep, in_path, out_paths, head, block_seconds, subtype, overwrite, stages)
 

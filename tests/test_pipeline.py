@@ -215,3 +215,23 @@ def test_reconstruction_runs_in_the_writer_thread(tmp_path, monkeypatch, band):
     src = song(tmp_path / "in.wav", 2, 6.0, 22050)
     run(sep, src, tmp_path, "mi", True, block_seconds=2.0)
     assert len(seen) > 3 and set(seen) == {"sepkit-writer"}
+
+
+@pytest.mark.parametrize("cores,expect", [({0, 1, 2, 3}, "sepkit-writer"), ({0}, "MainThread")])
+def test_default_uses_the_pipeline_only_with_a_free_core(tmp_path, monkeypatch, cores, expect):
+    """pipeline=None (the default): worker threads while torch's threads (1 here) leave a core free, else none."""
+    from sepkit import pipeline
+
+    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: cores)
+    assert pipeline.auto() == (len(cores) > torch.get_num_threads())
+    src = song(tmp_path / "in.wav", 1, 2.0, 16000)
+    calls, real = [], sf.SoundFile.write
+
+    def write(self, data):
+        calls.append(threading.current_thread().name)
+        return real(self, data)
+
+    monkeypatch.setattr(sf.SoundFile, "write", write)
+    sep = Separator(tiny_model_dict(), dtype="float32")
+    sep.separate_file(src, {s: tmp_path / f"{s}.wav" for s in sep.sources})
+    assert calls and set(calls) == {expect}

@@ -102,10 +102,10 @@ def get_parser():
                         "the model's settings")
     p.add_argument("--num-threads", type=int, default=0,
                    help="torch CPU threads (and onnxruntime intra-op threads); 0 = the library's default (0)")
-    p.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=None,
                    help="read ahead and reconstruct + write behind in two worker threads while the network runs "
                         "(sepkit.pipeline: the same outputs, less wall time on a second idle core); --no-pipeline: "
-                        "all in one thread (on)")
+                        "all in one thread; default: on while the torch threads leave a core free")
     p.add_argument("--overwrite", action="store_true", help="replace existing output directories")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first file that fails")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
