@@ -47,6 +47,8 @@ thread) take 1.0 s CPU on the model band, 1.45 s on the full band. Grids with fa
 vocals 7.91 -> 7.80 dB) and 1412 zero padded to 1440 (1.27 s; bins between the model's: 7.72 dB, with nearest-bin
 instead of interpolation 7.82 dB); the model's own SDR was the same (2.43 / 7.60-7.61 dB) on all three.
 """
+import itertools
+
 import numpy as np
 import torch
 
@@ -239,6 +241,23 @@ def _write(emit, block, last):
     emit(block().cpu().numpy(), last)
 
 
+def _scheduler(emit, share):
+    """``synthesize``'s ``schedule`` for ``emit`` with a writer thread (``emit.later``), else None: every block
+    computed in the writer thread, or with ``share`` (the caller has no network left to run) every other one in the
+    caller (its write still in the writer thread, in order)."""
+    later = getattr(emit, "later", None)
+    if later is None:
+        return None
+    count = itertools.count()
+
+    def schedule(block, last):
+        if share and next(count) % 2:
+            emit(block().cpu().numpy(), last)
+        else:
+            later(_write, block, last)
+    return schedule
+
+
 def reconstruct_stream(fb, run, plan, masks, n_est, emit):
     """Streamed (:mod:`sepkit.stream`): the model masks that generator ``masks`` appends to ``run.masks``
     (model frames of ``plan.T``), applied to the input file's own samples, read again in blocks;
@@ -248,9 +267,7 @@ def reconstruct_stream(fb, run, plan, masks, n_est, emit):
     blocks = plan.stages.prefetch(plan.reader.blocks(plan.block_samples))
     engine = BlockEngine(fb, plan.channels, plan.n)
     engine.feed = lambda: engine.push(torch.from_numpy(next(blocks)).to(fb.device))
-    later = getattr(emit, "later", None)
     synthesize(fb, engine, run.masks, plan.T, n_est, lambda y, last: emit(y.cpu().numpy(), last),
-               more=lambda: next(masks), schedule=None if later is None else lambda block, last: later(_write, block,
-                                                                                                       last))
+               more=lambda: next(masks), schedule=_scheduler(emit, getattr(run, "share", False)))
     for _ in masks:  # nothing left: closes the batches' progress bar
         pass

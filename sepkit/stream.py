@@ -82,6 +82,7 @@ class _Pass(BlockEngine):
         # reconstructs: else samples are dropped as soon as their frames have a mel
         super().__init__(sep, plan.channels, plan.nm, feed=self._read, keep_samples=reconstructs)
         self.p, self.head = plan, head
+        self.share = False  # pipeline: no network left to run (held DC), the caller reconstructs every other block
         self.samples = plan.stages.prefetch(_model_rate_blocks(plan, sep.sample_rate))  # read ahead (pipeline)
         self.bar = tqdm(total=len(plan.starts), desc=desc, unit="seg", leave=False,
                         disable=None if (sep.progress and head) else True)
@@ -174,9 +175,10 @@ class _Pass(BlockEngine):
             while self.masks.end < b0:
                 next(masks)
             end = p.nm if b == p.T else b * self.hop
-            if isinstance(emit, WriteBehind):  # pipeline: the block reconstructed and written in the writer thread
+            if isinstance(emit, WriteBehind) and not (self.share and a // sep.block_frames % 2):
+                # pipeline: the block reconstructed and written in the writer thread
                 emit.later(_synth_emit, self.frozen(b0), a0, a, b0, end, n_est, b == p.T)
-            else:
+            else:  # (pipeline: written in the writer thread, in order)
                 emit(self.synth(a0, a, b0, end, n_est).cpu().numpy(), b == p.T)
             self.drop_synthesised(b * self.hop)
         for _ in masks:  # nothing left: closes the batches' progress bar
@@ -320,6 +322,7 @@ def _separate_file(sep, in_path, out_paths, head, block_seconds, subtype, overwr
                         reconstructs=plan.fullband is None)  # full band: the input's own samples, read again
             if head == "dc" and not sep.causal and held is not None:
                 masks = _held_dc_masks(sep, run, centers, *held)
+                run.share = True  # labels only: the caller has time for half of the blocks' reconstruction
             else:
                 masks = run.causal_masks() if sep.causal else run.mi_masks() if head == "mi" else run.dc_masks(
                     centers, threshold)

@@ -201,7 +201,8 @@ def test_cli_pipeline_and_no_pipeline_write_the_same_bits(tmp_path, capsys, exp_
 
 @pytest.mark.parametrize("band", ["model", "full"])
 def test_reconstruction_runs_in_the_writer_thread(tmp_path, monkeypatch, band):
-    """Every block's inverse STFT (and with it the masking) runs in the writer thread, on both bands."""
+    """Every block's inverse STFT (and with it the masking) runs in the writer thread, on both bands (MI); DC from
+    held embeddings: every other block in the caller."""
     from sepkit.frontend import Frontend
 
     seen, real = [], Frontend.istft
@@ -215,6 +216,10 @@ def test_reconstruction_runs_in_the_writer_thread(tmp_path, monkeypatch, band):
     src = song(tmp_path / "in.wav", 2, 6.0, 22050)
     run(sep, src, tmp_path, "mi", True, block_seconds=2.0)
     assert len(seen) > 3 and set(seen) == {"sepkit-writer"}
+    seen.clear()  # DC with its embeddings held: the network has run, the caller takes every other block
+    run(sep, src, tmp_path, "dc", True, block_seconds=2.0)
+    assert len(seen) > 3 and sorted(seen) == sorted(["sepkit-writer", "MainThread"] * (len(seen) // 2)
+                                                    + ["sepkit-writer"] * (len(seen) % 2))
 
 
 @pytest.mark.parametrize("cores,expect", [({0, 1, 2, 3}, "sepkit-writer"), ({0}, "MainThread")])
