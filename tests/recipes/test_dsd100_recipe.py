@@ -55,7 +55,7 @@ def test_all_stages_run(recipe):
         assert all((exp / f"separate_test_remix_{head}" / "wav" / s / f"{u}.wav").is_file()
                    for s in test.sources for u in test.utts)
         result = json.loads((exp / f"score_test_remix_{head}" / "result.json").read_text())
-        assert set(result) == {"vocals", "accompaniment", "n_files", "seconds"}
+        assert set(result) == {"vocals", "accompaniment", "n_files", "seconds", "order_is_best_fraction"}
         for s in ("vocals", "accompaniment"):
             assert set(result[s]) == {"si_sdri", "gnsdr", "gsir", "gsar"}
             assert all(isinstance(v, float) for v in result[s].values())

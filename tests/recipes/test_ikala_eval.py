@@ -54,7 +54,7 @@ def test_ikala_eval_stages(recipe):
     for head in ("mi", "dc"):
         assert DataDir(exp / f"separate_ikala_{head}").utts == data.utts
         result = json.loads((exp / f"score_ikala_{head}" / "result.json").read_text())
-        assert set(result) == {"vocals", "accompaniment", "n_files", "seconds"}
+        assert set(result) == {"vocals", "accompaniment", "n_files", "seconds", "order_is_best_fraction"}
         assert result["n_files"] == 3 and result["seconds"] == pytest.approx(9.0, abs=0.01)
         assert set(result["vocals"]) == {"si_sdri", "gnsdr", "gsir", "gsar"}
         rows = list(csv.DictReader((exp / f"score_ikala_{head}" / "per_utt.csv").open()))
